@@ -1,0 +1,25 @@
+# Set-up and checks. Every target creates .venv with pip and installs the project when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+		| grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import blip_ray, torch, ray" && touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check blip_ray tests benchmarks
+	$(BIN)/ruff format --check blip_ray tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/perf/quant.py

@@ -1,0 +1,210 @@
+"""Performance of BLIP's per-step clipping and end-of-task Fisher on the paper's Atari trunk.
+
+What it measures (CPU, ``torch.set_num_threads(2)``), on the RL-variant trunk
+``Conv(4,32,8,s4)-Conv(32,64,4,s2)-Conv(64,128,3,s1)-Linear(6272,1024)`` (6.54M quantized
+parameters, F_prior 5e-18) plus a plain ``Linear(1024, 18)`` head and 84x84x4 inputs:
+
+* ``clip_ratio``: median time of ``blip_ray.quant.clip_(model)`` (after one ``end_task``, so bits
+  and bounds are non-trivial) over the median time of one ``torch.clamp(x, lo, hi, out=x)`` with
+  tensor bounds on one flat tensor of the same 6.54M elements; interleaved, 200 repeats each.
+* ``fisher_s`` / ``fisher_peak_mib``: wall time and peak RSS (``ru_maxrss``, measured before the
+  reference runs) of ``blip_ray.quant.estimate_fisher`` over 2000 observations in minibatches of
+  62 (2000 // 32) with pre-sampled actions from the model's own Categorical.
+* ``fisher_ref_s`` / ``fisher_speedup`` / ``fisher_rel_err``: a straightforward reference that, as
+  the official BLIP code does, copies every trunk weight once per sample (grouped conv, ``bmm``),
+  backpropagates the minibatch's mean loss and sums the squared per-sample weight gradients. The
+  reference is timed on a subset of minibatches (``fisher_ref_batches``) and extrapolated
+  linearly; both estimators are compared on that same subset.
+
+Run: ``.venv/bin/python benchmarks/perf/quant.py`` (about a minute; prints ``key=value`` lines).
+Targets: clip_ratio <= 1.5, fisher_peak_mib <= 1024, fisher_speedup >= 30, fisher_rel_err <= 1e-5.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from blip_ray.quant import QuantConv2d, QuantLinear, blip_layers, clip_, end_task, estimate_fisher
+
+F_PRIOR = 5e-18
+N_OBS = 2000
+MINIBATCH = N_OBS // 32  # 62, as in the official RL code
+# 32 full minibatches (1984 observations); the last 16 observations are dropped, by ours and by the
+# reference alike, so every minibatch has the same size N and the same 1/N scale.
+N_BATCHES = N_OBS // MINIBATCH
+REF_BATCHES = 8  # reference minibatches actually run (timing extrapolated to N_BATCHES)
+CLIP_REPEATS, CLIP_WARMUP = 200, 20
+TARGETS = {"clip_ratio": 1.5, "fisher_peak_mib": 1024.0, "fisher_speedup": 30.0}
+REL_ERR_TARGET = 1e-5
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def build_model() -> nn.Sequential:
+    q = {"variant": "rl", "f_prior": F_PRIOR}
+    trunk = nn.Sequential(
+        QuantConv2d(4, 32, 8, stride=4, **q), nn.ReLU(),
+        QuantConv2d(32, 64, 4, stride=2, **q), nn.ReLU(),
+        QuantConv2d(64, 128, 3, stride=1, **q), nn.ReLU(),
+        nn.Flatten(), QuantLinear(6272, 1024, **q), nn.ReLU(),
+    )  # fmt: skip
+    return nn.Sequential(trunk, nn.Linear(1024, 18))
+
+
+def make_batches(model: nn.Module, gen: torch.Generator) -> list[Batch]:
+    """Uint8-like observations in [0, 1] and actions sampled once from the model's Categorical."""
+    obs = torch.empty(N_BATCHES * MINIBATCH, 4, 84, 84)
+    batches = []
+    with torch.no_grad():
+        for b in range(N_BATCHES):
+            chunk = obs[b * MINIBATCH : (b + 1) * MINIBATCH]
+            chunk.copy_(torch.randint(0, 256, chunk.shape, generator=gen, dtype=torch.uint8))
+            chunk.div_(255.0)
+            probs = F.softmax(model(chunk), dim=-1)
+            batches.append((chunk, torch.multinomial(probs, 1, generator=gen)))
+    return batches
+
+
+def log_prob_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+    obs, actions = batch
+    return F.log_softmax(model(obs), dim=-1).gather(-1, actions).squeeze(-1)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def ours(model: nn.Module, batches: list[Batch]) -> tuple[float, list[torch.Tensor]]:
+    start = time.perf_counter()
+    estimate_fisher(model, batches, log_prob_fn)
+    elapsed = time.perf_counter() - start
+    fisher = [
+        layer.state(name, "fisher").clone()
+        for layer in blip_layers(model)
+        for name, _ in layer.blip_params()
+    ]
+    return elapsed, fisher
+
+
+def reference(model: nn.Sequential, batches: list[Batch]) -> tuple[float, list[torch.Tensor]]:
+    """Per-sample gradients from N expanded weight copies (the official code's approach)."""
+    trunk, head = model[0], model[1]
+    layers = [m for m in trunk if isinstance(m, (QuantConv2d, QuantLinear))]
+    sums = [torch.zeros_like(p) for layer in layers for p in (layer.weight, layer.bias)]
+    total = 0
+    start = time.perf_counter()
+    for obs, actions in batches:
+        n = obs.shape[0]
+        copies = [
+            p.detach().unsqueeze(0).expand(n, *p.shape).clone().requires_grad_()
+            for layer in layers
+            for p in (layer.weight, layer.bias)
+        ]
+        x = obs
+        for i, layer in enumerate(layers):
+            w, b = copies[2 * i], copies[2 * i + 1]
+            if isinstance(layer, QuantConv2d):
+                y = F.conv2d(
+                    x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, *w.shape[2:]), b.reshape(-1),
+                    stride=layer.stride, groups=n,
+                )  # fmt: skip
+                x = F.relu(y.reshape(n, -1, *y.shape[2:]))
+            else:
+                y = torch.bmm(x.flatten(1).unsqueeze(1), w.transpose(1, 2)).squeeze(1) + b
+                x = F.relu(y)
+        logp = F.log_softmax(head(x), dim=-1).gather(-1, actions).squeeze(-1)
+        (-logp.mean()).backward()
+        for acc, c in zip(sums, copies, strict=True):
+            acc.add_(c.grad.square().sum(0))  # type: ignore[union-attr]
+        total += n
+    elapsed = time.perf_counter() - start
+    return elapsed, [s / total for s in sums]
+
+
+def rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True))
+
+
+def time_clip(model: nn.Module) -> tuple[float, float]:
+    """Median seconds of ``clip_(model)`` and of one flat tensor-bound clamp, interleaved."""
+    layers = blip_layers(model)
+    parts = [(p, layer.state(n, "lower"), layer.state(n, "upper")) for layer in layers
+             for n, p in layer.blip_params()]  # fmt: skip
+    x, lo, hi = (torch.cat([t[i].detach().flatten() for t in parts]) for i in range(3))
+    clip_t, clamp_t = [], []
+    for r in range(CLIP_WARMUP + CLIP_REPEATS):
+        t0 = time.perf_counter()
+        clip_(model)
+        t1 = time.perf_counter()
+        torch.clamp(x, lo, hi, out=x)
+        t2 = time.perf_counter()
+        if r >= CLIP_WARMUP:
+            clip_t.append(t1 - t0)
+            clamp_t.append(t2 - t1)
+    return statistics.median(clip_t), statistics.median(clamp_t)
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = build_model()
+    trunk_params = sum(p.numel() for layer in blip_layers(model) for _, p in layer.blip_params())
+    batches = make_batches(model, gen)
+    print(f"threads={torch.get_num_threads()}")
+    print(f"trunk_params={trunk_params}")
+    print(f"fisher_obs={N_BATCHES * MINIBATCH}")
+    print(f"fisher_minibatch={MINIBATCH}")
+
+    # 1) Ours first: ru_maxrss only grows, so the reference must not run before this.
+    estimate_fisher(model, batches[:1], log_prob_fn)  # warm-up (kernel selection, allocator)
+    fisher_s, _ = ours(model, batches)
+    print(f"fisher_s={fisher_s:.3f}")
+    fisher_peak = peak_rss_mib()
+    print(f"fisher_peak_mib={fisher_peak:.1f}")
+
+    # 2) Reference on a subset; ours recomputed on the same subset for the comparison.
+    subset = batches[:REF_BATCHES]
+    reference(model, batches[:1])  # warm-up
+    ref_sub_s, ref_fisher = reference(model, subset)
+    ours_sub_s, our_fisher = ours(model, subset)
+    fisher_ref_s = ref_sub_s * N_BATCHES / len(subset)
+    print(f"fisher_ref_batches={len(subset)}")
+    print(f"fisher_ref_subset_s={ref_sub_s:.3f}")
+    print(f"fisher_subset_s={ours_sub_s:.3f}")
+    print(f"fisher_ref_s={fisher_ref_s:.3f}")
+    speedup = fisher_ref_s / fisher_s
+    print(f"fisher_speedup={speedup:.2f}")
+    err = rel_err(our_fisher, ref_fisher)
+    print(f"fisher_rel_err={err:.3e}")
+
+    # 3) Clipping, after one end of task so that bits and clipping intervals are non-trivial.
+    end_task(model, task=0, batches=batches[:2], log_prob_fn=log_prob_fn)
+    bits = sum(int(layer.state(n, "bits").sum()) for layer in blip_layers(model)
+               for n, _ in layer.blip_params())  # fmt: skip
+    print(f"bits_total={bits}")
+    clip_s, clamp_s = time_clip(model)
+    ratio = clip_s / clamp_s
+    print(f"clip_ms={clip_s * 1e3:.3f}")
+    print(f"clamp_ms={clamp_s * 1e3:.3f}")
+    print(f"clip_ratio={ratio:.3f}")
+
+    checks = {
+        "clip_ratio": ratio <= TARGETS["clip_ratio"],
+        "fisher_peak_mib": fisher_peak <= TARGETS["fisher_peak_mib"],
+        "fisher_speedup": speedup >= TARGETS["fisher_speedup"],
+        "fisher_rel_err": err <= REL_ERR_TARGET,
+    }
+    print(f"targets_met={'yes' if all(checks.values()) else 'no'}")
+    for key, ok in checks.items():
+        print(f"target_{key}={'yes' if ok else 'no'}")
+
+
+if __name__ == "__main__":
+    main()

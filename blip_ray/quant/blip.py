@@ -1,0 +1,94 @@
+"""Model-level BLIP operations over every quantized layer of a trunk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from blip_ray.quant.fisher import LogProbFn, squared_grad_sums
+from blip_ray.quant.layers import QuantMixin
+
+
+def blip_layers(model: nn.Module) -> list[QuantMixin]:
+    """Every quantized layer of ``model``, in registration order."""
+    return [m for m in model.modules() if isinstance(m, QuantMixin)]
+
+
+def set_f_prior(model: nn.Module, f_prior: float) -> None:
+    """Initialise every layer's ``fisher_old`` to ``F_prior * s`` (call before the first task)."""
+    if not f_prior > 0:
+        raise ValueError(f"F_prior must be > 0, got {f_prior}")
+    for layer in blip_layers(model):
+        layer.set_f_prior(f_prior)
+
+
+@torch.no_grad()
+def clip_(model: nn.Module) -> None:
+    """BLIP's clipping after an optimizer step: one clamp per quantized parameter tensor."""
+    for layer in blip_layers(model):
+        layer.clip_()
+
+
+def estimate_fisher(model: nn.Module, batches: Iterable[Any], log_prob_fn: LogProbFn) -> int:
+    """Store the current task's Fisher in every layer's ``*_fisher`` buffers; return the samples.
+
+    ``log_prob_fn(model, batch)`` returns the log-probability of a target sampled from the model
+    (a label for classification, an action of the task's head for RL); see ``fisher.py`` for the
+    scale, which matches the official code.
+    """
+    layers = blip_layers(model)
+    if not layers:
+        raise ValueError("the model has no quantized (BLIP) layers")
+    sums, total = squared_grad_sums(model, batches, log_prob_fn, layers)  # type: ignore[arg-type]
+    if total == 0:
+        raise ValueError("no samples to estimate the Fisher from: the batch iterable was empty")
+    for layer in layers:
+        for name, _ in layer.blip_params():
+            layer.state(name, "fisher").copy_(sums[layer][name] / total)
+    return total
+
+
+def end_task(model: nn.Module, *, task: int, batches: Iterable[Any], log_prob_fn: LogProbFn) -> int:
+    """BLIP's end of 0-based task ``task``: Fisher -> bits -> quantize -> ``fisher_old`` update.
+
+    Returns the number of samples the Fisher was estimated from.
+    """
+    total = estimate_fisher(model, batches, log_prob_fn)
+    for layer in blip_layers(model):
+        layer.end_task(task)
+    return total
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Fraction of the bit budget in use: ``sum(bits) / (max_bit * n_params)``."""
+
+    total: float
+    per_layer: dict[str, float]
+    frozen_bits: int
+    num_params: int
+
+
+def capacity(model: nn.Module) -> Capacity:
+    """Capacity used, in total and per quantized layer (named as in ``model.named_modules()``)."""
+    per_layer: dict[str, float] = {}
+    used = budget = params = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, QuantMixin):
+            continue
+        layer_bits = sum(int(module.state(n, "bits").sum()) for n, _ in module.blip_params())
+        layer_params = sum(p.numel() for _, p in module.blip_params())
+        per_layer[name] = layer_bits / (module.max_bit * layer_params)
+        used += layer_bits
+        budget += module.max_bit * layer_params
+        params += layer_params
+    return Capacity(
+        total=used / budget if budget else 0.0,
+        per_layer=per_layer,
+        frozen_bits=used,
+        num_params=params,
+    )
