@@ -1,0 +1,170 @@
+"""EWC (Kirkpatrick et al. 2017) with one penalty per past task, and online EWC (Schwarz 2018).
+
+Both use the Fisher estimator of the official baselines (HAT's ``fisher_matrix_diag`` and BLIP's RL
+EWC): squared gradients of each minibatch's mean loss, times the minibatch size, averaged over the
+samples. The RL learners reuse :func:`minibatch_fisher` with their own loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from blip_ray.data.base import Task
+from blip_ray.methods.base import (
+    BatchFactory,
+    ContinualMethod,
+    MethodConfig,
+    register_method,
+    trunk_parameters,
+)
+from blip_ray.models.base import MultiHeadNet
+
+
+def minibatch_fisher(
+    params: dict[str, nn.Parameter],
+    batches: Iterable[Any],
+    loss_fn: Callable[[Any], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """``sum_b N_b * grad(mean loss_b)^2 / sum_b N_b`` for each parameter in ``params``.
+
+    ``loss_fn(batch)`` returns the per-sample losses of a minibatch (its length is N_b).
+    """
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    total = 0
+    for batch in batches:
+        losses = loss_fn(batch)
+        grads = torch.autograd.grad(losses.mean(), list(params.values()), allow_unused=True)
+        for (name, _), grad in zip(params.items(), grads, strict=True):
+            if grad is not None:
+                fisher[name].add_(grad.detach().square(), alpha=losses.shape[0])
+        total += losses.shape[0]
+    if total == 0:
+        raise ValueError("no samples to estimate the Fisher from")
+    return {name: f / total for name, f in fisher.items()}
+
+
+def task_fisher(
+    model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """The trunk's Fisher on the task's training set with its true labels (train mode, as HAT)."""
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(batch[0], task_id), batch[1], reduction="none")
+
+    return minibatch_fisher(
+        trunk_parameters(model), batches(task.train, batch_size, shuffle=False), loss_fn
+    )
+
+
+def quadratic_penalty(
+    params: dict[str, nn.Parameter],
+    fisher: dict[str, torch.Tensor],
+    anchor: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """``sum F (theta - theta*)^2 / 2`` over the trunk."""
+    terms = [(fisher[n] * (p - anchor[n]).square()).sum() for n, p in params.items()]
+    return torch.stack(terms).sum() / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class EwcConfig(MethodConfig):
+    """Offline EWC: one Fisher and one anchor kept per finished task."""
+
+    lamb: float = 5000.0
+    """Penalty strength (HAT's and the official baselines' value)."""
+    fisher_batch_size: int = 20
+    """Minibatch size of the Fisher estimate (HAT's ``fisher_matrix_diag`` default)."""
+
+
+@register_method("ewc")
+class EwcMethod(ContinualMethod):
+    """``loss + lamb * sum_k sum F_k (theta - theta_k)^2 / 2`` over past tasks k; state grows."""
+
+    config_class = EwcConfig
+
+    def setup(self, model: MultiHeadNet) -> None:
+        self.fishers: list[dict[str, torch.Tensor]] = []
+        self.anchors: list[dict[str, torch.Tensor]] = []
+
+    def penalty(
+        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
+    ) -> torch.Tensor | None:
+        if not self.fishers:
+            return None
+        params = trunk_parameters(model)
+        total = sum(
+            quadratic_penalty(params, f, a) for f, a in zip(self.fishers, self.anchors, strict=True)
+        )
+        return self.config.lamb * total
+
+    def after_task(
+        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
+    ) -> None:
+        self.fishers.append(
+            task_fisher(
+                model, task_id, task, batches=batches, batch_size=self.config.fisher_batch_size
+            )
+        )
+        self.anchors.append({n: p.detach().clone() for n, p in trunk_parameters(model).items()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fishers": self.fishers, "anchors": self.anchors}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fishers, self.anchors = list(state["fishers"]), list(state["anchors"])
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineEwcConfig(MethodConfig):
+    """Online EWC: a single running Fisher and the latest anchor."""
+
+    lamb: float = 5000.0
+    """Penalty strength (the paper's RL value)."""
+    gamma: float = 1.0
+    """Decay of the running Fisher; 1.0 is the official RL code's plain running sum."""
+    fisher_batch_size: int = 20
+    """Minibatch size of the Fisher estimate."""
+
+
+@register_method("online_ewc")
+class OnlineEwcMethod(ContinualMethod):
+    """``F <- gamma F + F_t``, anchor at the latest task's weights; constant state."""
+
+    config_class = OnlineEwcConfig
+
+    def setup(self, model: MultiHeadNet) -> None:
+        self.fisher: dict[str, torch.Tensor] | None = None
+        self.anchor: dict[str, torch.Tensor] | None = None
+
+    def penalty(
+        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.fisher is None or self.anchor is None:
+            return None
+        return self.config.lamb * quadratic_penalty(
+            trunk_parameters(model), self.fisher, self.anchor
+        )
+
+    def after_task(
+        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
+    ) -> None:
+        new = task_fisher(
+            model, task_id, task, batches=batches, batch_size=self.config.fisher_batch_size
+        )
+        if self.fisher is None:
+            self.fisher = new
+        else:
+            self.fisher = {n: self.config.gamma * f + new[n] for n, f in self.fisher.items()}
+        self.anchor = {n: p.detach().clone() for n, p in trunk_parameters(model).items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fisher": self.fisher, "anchor": self.anchor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fisher, self.anchor = state["fisher"], state["anchor"]

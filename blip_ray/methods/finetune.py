@@ -1,0 +1,44 @@
+"""Fine-tuning (``sgd``): train each task's head and the shared trunk with nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from blip_ray.data.base import Task
+from blip_ray.methods.base import ContinualMethod, MethodConfig, register_method
+from blip_ray.models.base import MultiHeadNet
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(MethodConfig):
+    """Fine-tuning has no hyperparameters of its own (learning rate etc. are training settings)."""
+
+
+@register_method("finetune")
+class FinetuneMethod(ContinualMethod):
+    """The lower bound every method is compared with: the trunk drifts freely between tasks."""
+
+    config_class = FinetuneConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenConfig(MethodConfig):
+    """``sgd-frozen`` has no hyperparameters: the trunk is frozen after ``freeze_after`` tasks."""
+
+    freeze_after: int = 1
+    """Number of tasks trained with the trunk free (the paper's baseline: 1, i.e. after task 0)."""
+
+
+@register_method("frozen")
+class FrozenMethod(ContinualMethod):
+    """``sgd-frozen``: learn the trunk on the first task, then train only each new task's head.
+
+    Never forgets (old heads and the trunk are untouched) but cannot adapt features to later tasks.
+    """
+
+    config_class = FrozenConfig
+
+    def before_task(self, model: MultiHeadNet, task_id: int, task: Task) -> None:
+        frozen = task_id >= self.config.freeze_after
+        for param in model.trunk.parameters():
+            param.requires_grad_(not frozen)

@@ -1,0 +1,287 @@
+"""The paper's supervised protocol over a task sequence, one record per finished task.
+
+Per task t (official ``approaches/blip.py``, HAT's loop): SGD with the method's penalty, the
+learning rate divided by ``lr_factor`` after ``lr_patience`` epochs without a lower validation loss,
+stop when it falls under ``lr_min`` or after ``epochs``; restore the best-validation weights; the
+method's end-of-task step; then every task (seen and unseen) is evaluated with its own head.
+
+Randomness is re-seeded from ``(seed, t)`` at every task start, so a run restarted from the state
+after any finished task reproduces the uninterrupted run exactly (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from blip_ray import quant
+from blip_ray.data.base import Split, Task, TaskSequence
+from blip_ray.methods.base import ContinualMethod
+from blip_ray.models.base import MultiHeadNet
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run cannot continue meaningfully."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training protocol settings (defaults: the official BLIP code's)."""
+
+    lr: float = 0.01
+    """Initial SGD learning rate of every task."""
+    batch_size: int = 64
+    """Training minibatch size."""
+    epochs: int = 200
+    """Most epochs per task."""
+    lr_patience: int = 5
+    """Epochs without a lower validation loss before the learning rate is divided."""
+    lr_factor: float = 3.0
+    """Divisor of the learning rate on a plateau."""
+    lr_min: float = 1e-4
+    """Training of a task stops once the learning rate falls under this."""
+    momentum: float = 0.0
+    """SGD momentum (0 in the paper)."""
+    clipgrad: float = 100.0
+    """Gradient-norm clip of the official code."""
+    eval_batch_size: int = 1000
+    """Minibatch size for evaluation (no effect on results)."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "batch_size", "epochs", "lr_factor", "eval_batch_size"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"training setting {name} must be > 0, got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue after ``next_task - 1``: checkpoint this."""
+
+    next_task: int
+    model: dict[str, torch.Tensor]
+    method: dict[str, Any]
+    rows: list[list[float]]
+    initial_row: list[float]
+
+
+@dataclass
+class TaskRecord:
+    """What one finished task produced."""
+
+    task: int
+    name: str
+    row: list[float]
+    """Test accuracy on every task after training this one (unseen tasks included)."""
+    matrix: list[list[float]]
+    initial_row: list[float]
+    """Accuracy of the untrained network on every task (the forward-transfer baseline)."""
+    epochs: int
+    best_valid_loss: float
+    final_lr: float
+    train_s: float
+    end_task_s: float
+    eval_s: float
+    capacity: float | None
+    state_bytes: int
+    state: LoopState = field(repr=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use cpu or auto")
+    return torch.device(name)
+
+
+class _Batches:
+    """Minibatches of a split, transformed and moved to the device (the methods' BatchFactory)."""
+
+    def __init__(self, task: Task, device: torch.device, generator: torch.Generator) -> None:
+        self.task, self.device, self.generator = task, device, generator
+
+    def __call__(
+        self, split: Split, batch_size: int, *, shuffle: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(split)
+        order = torch.randperm(n, generator=self.generator) if shuffle else None
+        count = (
+            math.ceil(n / batch_size) if limit is None else min(limit, math.ceil(n / batch_size))
+        )
+        for b in range(count):
+            sl = slice(b * batch_size, (b + 1) * batch_size)
+            idx = order[sl] if order is not None else sl
+            x = self.task.inputs(split.x[idx]).to(self.device, non_blocking=True)
+            yield x, split.y[idx].to(self.device, non_blocking=True)
+
+
+def run_sequence(
+    sequence: TaskSequence,
+    model: MultiHeadNet,
+    method: ContinualMethod,
+    *,
+    settings: TrainSettings,
+    seed: int,
+    resume: LoopState | None = None,
+) -> Iterator[TaskRecord]:
+    """Train ``model`` on every task of ``sequence`` with ``method``; yield after each task."""
+    device = resolve_device(settings.device)
+    model.to(device)
+    method.setup(model)
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        method.load_state_dict(resume.method)
+        rows, initial_row, first = (
+            [list(r) for r in resume.rows],
+            list(resume.initial_row),
+            resume.next_task,
+        )
+    else:
+        rows, first = [], 0
+        initial_row = evaluate_all(
+            model, sequence, device=device, batch_size=settings.eval_batch_size
+        )
+    for task_id in range(first, len(sequence)):
+        task = sequence.tasks[task_id]
+        torch.manual_seed(seed * 100_003 + task_id)
+        batches = _Batches(task, device, torch.Generator().manual_seed(seed * 100_003 + task_id))
+        model.on_task_start(task_id)
+        method.before_task(model, task_id, task)
+        t0 = time.perf_counter()
+        stats = train_task(model, method, task_id, batches, settings=settings)
+        t1 = time.perf_counter()
+        method.after_task(model, task_id, task, batches=batches)
+        t2 = time.perf_counter()
+        row = evaluate_all(model, sequence, device=device, batch_size=settings.eval_batch_size)
+        rows.append(row)
+        t3 = time.perf_counter()
+        blip_layers = quant.blip_layers(model)
+        yield TaskRecord(
+            task=task_id,
+            name=task.name,
+            row=row,
+            matrix=[list(r) for r in rows],
+            initial_row=initial_row,
+            epochs=stats["epochs"],
+            best_valid_loss=stats["best_valid_loss"],
+            final_lr=stats["lr"],
+            train_s=t1 - t0,
+            end_task_s=t2 - t1,
+            eval_s=t3 - t2,
+            capacity=quant.capacity(model).total if blip_layers else None,
+            state_bytes=method.state_bytes(model),
+            state=LoopState(
+                next_task=task_id + 1,
+                model=_cpu_copy(model.state_dict()),
+                method=_cpu_copy(method.state_dict()),
+                rows=[list(r) for r in rows],
+                initial_row=list(initial_row),
+            ),
+        )
+
+
+def train_task(
+    model: MultiHeadNet,
+    method: ContinualMethod,
+    task_id: int,
+    batches: _Batches,
+    *,
+    settings: TrainSettings,
+) -> dict[str, Any]:
+    """One task of the official protocol; leaves the best-validation weights in ``model``."""
+    task = batches.task
+    lr, patience = settings.lr, settings.lr_patience
+    best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
+    optimizer = _optimizer(model, lr, settings)
+    epochs = 0
+    for epoch in range(settings.epochs):
+        epochs = epoch + 1
+        model.train()
+        for x, y in batches(task.train, settings.batch_size, shuffle=True):
+            loss = F.cross_entropy(model(x, task_id), y)
+            extra = method.penalty(model, task_id, x)
+            if extra is not None:
+                loss = loss + extra
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {loss.item()} on task {task_id} ({task.name}) at epoch "
+                    f"{epoch}; lower the learning rate or the method's penalty weight"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.clipgrad)
+            optimizer.step()
+            method.after_step(model, task_id)
+        valid_loss = evaluate_loss(model, task_id, batches, task.valid, settings.eval_batch_size)
+        if valid_loss < best_loss:
+            best_loss, best_state = valid_loss, copy.deepcopy(model.state_dict())
+            patience = settings.lr_patience
+            continue
+        patience -= 1
+        if patience <= 0:
+            lr /= settings.lr_factor
+            if lr < settings.lr_min:
+                break
+            patience = settings.lr_patience
+            optimizer = _optimizer(model, lr, settings)
+    model.load_state_dict(best_state)
+    return {"epochs": epochs, "best_valid_loss": best_loss, "lr": lr}
+
+
+def _optimizer(model: nn.Module, lr: float, settings: TrainSettings) -> torch.optim.SGD:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=settings.momentum)
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: MultiHeadNet, task_id: int, batches: _Batches, split: Split, batch_size: int
+) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches(split, batch_size):
+        total += F.cross_entropy(model(x, task_id), y, reduction="sum").item()
+        count += len(y)
+    model.train()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_all(
+    model: MultiHeadNet, sequence: TaskSequence, *, device: torch.device, batch_size: int
+) -> list[float]:
+    """Test accuracy of every task with its own head."""
+    was_training = model.training
+    model.eval()
+    row = []
+    for task_id, task in enumerate(sequence.tasks):
+        correct = 0
+        for start in range(0, len(task.test), batch_size):
+            x = task.inputs(task.test.x[start : start + batch_size]).to(device)
+            y = task.test.y[start : start + batch_size].to(device)
+            correct += int((model(x, task_id).argmax(1) == y).sum())
+        row.append(correct / max(len(task.test), 1))
+    model.train(was_training)
+    return row
+
+
+def _cpu_copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj

@@ -1,0 +1,36 @@
+"""A synthetic task sequence and small networks: every method runs on them in under a second."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blip_ray.data.base import Split, Task, TaskSequence
+from blip_ray.models.base import MultiHeadNet
+from blip_ray.quant import QuantLinear
+
+
+def synthetic_sequence(
+    *, tasks: int = 3, dim: int = 20, train: int = 300, seed: int = 0
+) -> TaskSequence:
+    """Binary tasks, each labelled by a different random linear rule on Gaussian inputs."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(rule: torch.Tensor, n: int) -> Split:
+        x = torch.randn(n, dim, generator=gen)
+        return Split(x, (x @ rule).argmax(1))
+
+    out = []
+    for t in range(tasks):
+        rule = torch.randn(dim, 2, generator=gen)
+        out.append(Task(f"rule{t}", 2, split(rule, train), split(rule, 100), split(rule, 200)))
+    return TaskSequence("synthetic", out, (dim,))
+
+
+def small_net(
+    sequence: TaskSequence, *, quantized: bool, hidden: int = 64, seed: int = 0
+) -> MultiHeadNet:
+    torch.manual_seed(seed)
+    dim = sequence.input_shape[0]
+    layer = QuantLinear(dim, hidden) if quantized else nn.Linear(dim, hidden)
+    return MultiHeadNet(nn.Sequential(layer, nn.ReLU()), hidden, sequence.head_sizes)
