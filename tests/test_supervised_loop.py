@@ -70,9 +70,9 @@ def test_best_validation_weights_are_restored():
     seq = synthetic_sequence(tasks=1)
     model = small_net(seq, quantized=False)
     record = next(run_sequence(seq, model, make_method("finetune"), settings=SETTINGS, seed=0))
-    from blip_ray.supervised.loop import _Batches, evaluate_loss
+    from blip_ray.supervised.loop import TaskBatches, evaluate_loss
 
-    batches = _Batches(seq.tasks[0], torch.device("cpu"), torch.Generator())
+    batches = TaskBatches(seq.tasks[0], torch.device("cpu"), torch.Generator())
     assert evaluate_loss(model, 0, batches, seq.tasks[0].valid, 100) == pytest.approx(
         record.best_valid_loss, rel=1e-5
     )

@@ -10,7 +10,7 @@ import torch
 
 
 class DataUnavailableError(RuntimeError):
-    """A sequence's files are missing and cannot be downloaded; the message says what to put where."""
+    """A sequence's files are missing and cannot be downloaded; the message says what goes where."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class Split:
 class Task:
     """One task: its splits, a name, its number of classes, and an optional batch transform.
 
-    ``transform`` (e.g. :class:`Normalize` of uint8 images) is applied to every batch of inputs; when
-    it is None the stored inputs are already model-ready float tensors.
+    ``transform`` (e.g. :class:`Normalize` of uint8 images) is applied to every batch of inputs;
+    when it is None the stored inputs are already model-ready float tensors.
     """
 
     name: str

@@ -106,7 +106,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _Batches:
+class TaskBatches:
     """Minibatches of a split, transformed and moved to the device (the methods' BatchFactory)."""
 
     def __init__(self, task: Task, device: torch.device, generator: torch.Generator) -> None:
@@ -156,7 +156,7 @@ def run_sequence(
     for task_id in range(first, len(sequence)):
         task = sequence.tasks[task_id]
         torch.manual_seed(seed * 100_003 + task_id)
-        batches = _Batches(task, device, torch.Generator().manual_seed(seed * 100_003 + task_id))
+        batches = TaskBatches(task, device, torch.Generator().manual_seed(seed * 100_003 + task_id))
         model.on_task_start(task_id)
         method.before_task(model, task_id, task)
         t0 = time.perf_counter()
@@ -196,7 +196,7 @@ def train_task(
     model: MultiHeadNet,
     method: ContinualMethod,
     task_id: int,
-    batches: _Batches,
+    batches: TaskBatches,
     *,
     settings: TrainSettings,
 ) -> dict[str, Any]:
@@ -208,22 +208,7 @@ def train_task(
     epochs = 0
     for epoch in range(settings.epochs):
         epochs = epoch + 1
-        model.train()
-        for x, y in batches(task.train, settings.batch_size, shuffle=True):
-            loss = F.cross_entropy(model(x, task_id), y)
-            extra = method.penalty(model, task_id, x)
-            if extra is not None:
-                loss = loss + extra
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss became {loss.item()} on task {task_id} ({task.name}) at epoch "
-                    f"{epoch}; lower the learning rate or the method's penalty weight"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.clipgrad)
-            optimizer.step()
-            method.after_step(model, task_id)
+        train_epoch(model, method, task_id, batches, optimizer, settings=settings, epoch=epoch)
         valid_loss = evaluate_loss(model, task_id, batches, task.valid, settings.eval_batch_size)
         if valid_loss < best_loss:
             best_loss, best_state = valid_loss, copy.deepcopy(model.state_dict())
@@ -240,6 +225,36 @@ def train_task(
     return {"epochs": epochs, "best_valid_loss": best_loss, "lr": lr}
 
 
+def train_epoch(
+    model: MultiHeadNet,
+    method: ContinualMethod,
+    task_id: int,
+    batches: TaskBatches,
+    optimizer: torch.optim.Optimizer,
+    *,
+    settings: TrainSettings,
+    epoch: int = 0,
+) -> None:
+    """One pass over the task's training split: loss + penalty, step, the method's per-step hook."""
+    task = batches.task
+    model.train()
+    for x, y in batches(task.train, settings.batch_size, shuffle=True):
+        loss = F.cross_entropy(model(x, task_id), y)
+        extra = method.penalty(model, task_id, x)
+        if extra is not None:
+            loss = loss + extra
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} on task {task_id} ({task.name}) at epoch "
+                f"{epoch}; lower the learning rate or the method's penalty weight"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), settings.clipgrad)
+        optimizer.step()
+        method.after_step(model, task_id)
+
+
 def _optimizer(model: nn.Module, lr: float, settings: TrainSettings) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=lr, momentum=settings.momentum)
@@ -247,7 +262,7 @@ def _optimizer(model: nn.Module, lr: float, settings: TrainSettings) -> torch.op
 
 @torch.no_grad()
 def evaluate_loss(
-    model: MultiHeadNet, task_id: int, batches: _Batches, split: Split, batch_size: int
+    model: MultiHeadNet, task_id: int, batches: TaskBatches, split: Split, batch_size: int
 ) -> float:
     model.eval()
     total, count = 0.0, 0

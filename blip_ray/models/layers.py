@@ -1,0 +1,95 @@
+"""Trunk layers from :class:`ModelOptions`: the one place that decides plain versus quantized.
+
+Every network builds its trunk's Linear/Conv2d layers here, so "quantized trunk, plain heads" and
+the init of each variant hold for all of them by construction.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from torch import nn
+
+from blip_ray.models.base import ModelOptions
+from blip_ray.quant.layers import QuantConv2d, QuantLinear
+
+LayerT = TypeVar("LayerT", nn.Linear, nn.Conv2d)
+
+
+def trunk_linear(
+    options: ModelOptions, in_features: int, out_features: int, *, bias: bool = True
+) -> nn.Linear:
+    """A trunk ``Linear``: BLIP's :class:`QuantLinear` when ``options.quantized``, else plain."""
+    if options.quantized:
+        return QuantLinear(
+            in_features,
+            out_features,
+            bias=bias,
+            variant=options.variant,  # type: ignore[arg-type]
+            max_bit=options.max_bit,
+        )
+    return _plain_init(nn.Linear(in_features, out_features, bias=bias), options.variant)
+
+
+def trunk_conv(
+    options: ModelOptions,
+    in_channels: int,
+    out_channels: int,
+    *,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    bias: bool = True,
+) -> nn.Conv2d:
+    """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, else plain."""
+    if options.quantized:
+        return QuantConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=bias,
+            variant=options.variant,  # type: ignore[arg-type]
+            max_bit=options.max_bit,
+        )
+    conv = nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
+    )
+    return _plain_init(conv, options.variant)
+
+
+def _plain_init(layer: LayerT, variant: str) -> LayerT:
+    """PyTorch's default init, as the official image baselines; ``rl``: the official RL baselines'
+    ``CNNBase`` init (orthogonal with ReLU gain, zero bias), so fine-tuning and EWC start alike."""
+    if variant == "rl":
+        nn.init.orthogonal_(layer.weight, gain=nn.init.calculate_gain("relu"))
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    return layer
+
+
+def scaled(base: int, width: float) -> int:
+    """``round(base * width)``, the official width rule (e.g. 64 x 0.8 -> 51), at least 1."""
+    return max(1, round(base * width))
+
+
+def conv_output_size(size: int, kernel_size: int, *, stride: int = 1, padding: int = 0) -> int:
+    """Spatial size after a convolution (PyTorch's floor rule)."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+def image_shape(options: ModelOptions, network: str) -> tuple[int, int, int]:
+    """``(channels, height, width)`` from ``options.input_shape``; a clear error otherwise."""
+    if len(options.input_shape) != 3:
+        raise ValueError(
+            f"{network} needs a channels-first image shape (C, H, W), got {options.input_shape}"
+        )
+    channels, height, width = options.input_shape
+    return channels, height, width
+
+
+def reject_fc_width(options: ModelOptions, network: str) -> None:
+    """Networks without one fully connected width refuse ``fc_width`` rather than ignore it."""
+    if options.fc_width is not None:
+        raise ValueError(f"{network} has no fc_width rule; leave ModelOptions.fc_width unset")
