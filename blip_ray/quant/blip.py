@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from blip_ray.quant.fisher import LogProbFn, squared_grad_sums
@@ -26,11 +25,11 @@ def set_f_prior(model: nn.Module, f_prior: float) -> None:
         layer.set_f_prior(f_prior)
 
 
-@torch.no_grad()
 def clip_(model: nn.Module) -> None:
     """BLIP's clipping after an optimizer step: one clamp per quantized parameter tensor."""
-    for layer in blip_layers(model):
-        layer.clip_()
+    for module in model.modules():
+        if isinstance(module, QuantMixin):
+            module.clip_()
 
 
 def estimate_fisher(model: nn.Module, batches: Iterable[Any], log_prob_fn: LogProbFn) -> int:

@@ -91,9 +91,13 @@ class QuantMixin:
 
     @torch.no_grad()
     def clip_(self) -> None:
-        """BLIP's per-optimizer-step clipping: one clamp per tensor between precomputed bounds."""
-        for name, param in self.blip_params():
-            param.clamp_(self.state(name, "lower"), self.state(name, "upper"))
+        """BLIP's per-optimizer-step clipping: one clamp per tensor between precomputed bounds.
+
+        On the hot path of every step, so the buffers are addressed directly.
+        """
+        self.weight.clamp_(self.weight_lower, self.weight_upper)
+        if self.bias is not None:
+            self.bias.clamp_(self.bias_lower, self.bias_upper)
 
     @torch.no_grad()
     def end_task(self, task: int) -> None:
