@@ -1,20 +1,67 @@
-"""The ``blip-ray`` command line."""
+"""The ``blip-ray`` command line: ``run``, ``report`` and ``list``.
+
+Exit codes: 0 ok, 1 some trials failed, 2 user error (bad spec, flags, paths), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 from blip_ray import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blip-ray",
-        description="Continual-learning benchmarks built around BLIP, scheduled by Ray.",
+        description="Continual-learning benchmarks built around BLIP, scheduled by Ray Tune.",
+        epilog="Exit codes: 0 ok, 1 some trials failed, 2 user error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"blip-ray {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run an experiment spec (YAML) and write its report",
+        description="Run every trial (method x hyperparameters x seed) of a spec with Ray Tune. "
+        "Each trial reports and checkpoints after every task; the report (summary.csv, "
+        "matrices.csv, report.md, plots) is written into the experiment directory.",
+    )
+    run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest interrupted experiment of this spec "
+        "(finished trials and tasks are not redone)",
+    )
+    run.add_argument(
+        "--address",
+        help="Ray cluster address (default: RAY_ADDRESS, else an "
+        "embedded local instance sized to this machine)",
+    )
+    run.add_argument(
+        "--storage", help="directory for experiments (default: the spec's storage, 'runs/')"
+    )
+    run.add_argument(
+        "--data-dir",
+        help="directory with the benchmark's data files (overrides the spec's data_dir)",
+    )
+    run.add_argument("--name", help="experiment directory name (default: <spec name>-<time>)")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the spec to seconds: one seed, two tasks, one epoch",
+    )
+    run.add_argument("--quiet", action="store_true", help="only the per-task lines and table")
+
+    report = commands.add_parser("report", help="(re)write the report of an experiment directory")
+    report.add_argument("run_dir", help="an experiment directory under runs/")
+
+    commands.add_parser("list", help="benchmarks, networks, methods and their hyperparameters")
     return parser
 
 
@@ -23,8 +70,69 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    return 0
+        return EXIT_USAGE
+    handlers = {"run": _run, "report": _report, "list": _list}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: the experiment can be continued with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as err:  # SpecError and UserError are ValueErrors with a one-line message
+        print(f"blip-ray: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from blip_ray.experiments.launch import run_experiment
+    from blip_ray.experiments.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.data_dir:
+        spec = dataclasses.replace(spec, data_dir=args.data_dir)
+    if args.smoke:
+        spec = spec.smoke()
+    outcome = run_experiment(
+        spec,
+        address=args.address,
+        resume=args.resume,
+        storage=args.storage,
+        name=args.name,
+        verbose=0 if args.quiet else 1,
+    )
+    print(f"\n{outcome.table}\n")
+    print(
+        f"report: {outcome.experiment_dir / 'report.md'}  ({outcome.trials} trials, "
+        f"{outcome.failed} not ok, {outcome.wall_s:.0f} s)"
+    )
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from blip_ray.experiments.results import load_trials
+    from blip_ray.report import markdown_table, write_report
+
+    run_dir = Path(args.run_dir)
+    trials = load_trials(run_dir) if run_dir.is_dir() else []
+    if not trials:
+        raise ValueError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
+    write_report(trials, run_dir, title=run_dir.name)
+    print(markdown_table(trials))
+    return EXIT_FAILED if any(t.status != "ok" for t in trials) else EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from blip_ray.data import SEQUENCES
+    from blip_ray.methods import METHODS
+    from blip_ray.models import MODELS
+
+    print("benchmarks: " + ", ".join(sorted(SEQUENCES)))
+    print("networks:   " + ", ".join(sorted(MODELS)))
+    print("methods:")
+    for name in sorted(METHODS):
+        fields = dataclasses.fields(METHODS[name].config_class)
+        settings = ", ".join(f"{f.name}={f.default!r}" for f in fields) or "(no hyperparameters)"
+        print(f"  {name:<11} {settings}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

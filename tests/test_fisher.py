@@ -145,3 +145,9 @@ def test_fisher_rejects_empty_batches_and_weight_sharing():
             [torch.randn(3, 4)],
             lambda m, b: sampled_label_log_prob(torch.cat([m(b), layer(b)], 1)),
         )
+
+
+def test_fisher_refuses_an_inplace_activation_that_overwrites_a_layer_output():
+    net = nn.Sequential(QuantLinear(4, 3, f_prior=1e-15), nn.ReLU(inplace=True), nn.Linear(3, 2))
+    with pytest.raises(RuntimeError, match="in-place"):
+        estimate_fisher(net, [torch.randn(5, 4)], lambda m, b: sampled_label_log_prob(m(b)))

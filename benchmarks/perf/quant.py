@@ -16,12 +16,18 @@ parameters, F_prior 5e-18) plus a plain ``Linear(1024, 18)`` head and 84x84x4 in
   reference is timed on a subset of minibatches (``fisher_ref_batches``) and extrapolated
   linearly; both estimators are compared on that same subset.
 
-Run: ``.venv/bin/python benchmarks/perf/quant.py`` (about a minute; prints ``key=value`` lines).
+``peak_after_import_mib`` and ``peak_before_fisher_mib`` split the peak into the interpreter with
+torch imported, then model plus the 2000 observations, then the Fisher itself. Timings need an
+otherwise idle machine: ``others_cpu_s_*`` is the CPU time other processes used during each
+phase (near 0 on an idle machine; re-run if it is not).
+
+Run: ``.venv/bin/python benchmarks/perf/quant.py`` (about 1.5 min; prints ``key=value`` lines).
 Targets: clip_ratio <= 1.5, fisher_peak_mib <= 1024, fisher_speedup >= 30, fisher_rel_err <= 1e-5.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -30,15 +36,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from blip_ray.quant import QuantConv2d, QuantLinear, blip_layers, clip_, end_task, estimate_fisher
+from blip_ray import quant
+from blip_ray.quant import QuantConv2d, QuantLinear, blip_layers
 
 F_PRIOR = 5e-18
 N_OBS = 2000
-MINIBATCH = N_OBS // 32  # 62, as in the official RL code
+MINIBATCH = N_OBS // 32  # 62, as DESIGN.md specifies for RL
 # 32 full minibatches (1984 observations); the last 16 observations are dropped, by ours and by the
 # reference alike, so every minibatch has the same size N and the same 1/N scale.
 N_BATCHES = N_OBS // MINIBATCH
-REF_BATCHES = 8  # reference minibatches actually run (timing extrapolated to N_BATCHES)
+# The full reference takes 3-5 min on 2 cores (5-9 s per minibatch), so it runs on the first
+# REF_BATCHES minibatches and its time is extrapolated linearly to N_BATCHES.
+REF_BATCHES = 8
 CLIP_REPEATS, CLIP_WARMUP = 200, 20
 TARGETS = {"clip_ratio": 1.5, "fisher_peak_mib": 1024.0, "fisher_speedup": 30.0}
 REL_ERR_TARGET = 1e-5
@@ -59,7 +68,7 @@ def build_model() -> nn.Sequential:
 
 def make_batches(model: nn.Module, gen: torch.Generator) -> list[Batch]:
     """Uint8-like observations in [0, 1] and actions sampled once from the model's Categorical."""
-    obs = torch.empty(N_BATCHES * MINIBATCH, 4, 84, 84)
+    obs = torch.empty(N_OBS, 4, 84, 84)  # the whole 2000-state rollout (~225 MB) stays allocated
     batches = []
     with torch.no_grad():
         for b in range(N_BATCHES):
@@ -80,9 +89,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def others_cpu_s() -> float:
+    """CPU seconds used so far by all other processes (and the hypervisor), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait ...
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return busy - own.user - own.system
+
+
 def ours(model: nn.Module, batches: list[Batch]) -> tuple[float, list[torch.Tensor]]:
     start = time.perf_counter()
-    estimate_fisher(model, batches, log_prob_fn)
+    quant.estimate_fisher(model, batches, log_prob_fn)
     elapsed = time.perf_counter() - start
     fisher = [
         layer.state(name, "fisher").clone()
@@ -118,7 +136,8 @@ def reference(model: nn.Sequential, batches: list[Batch]) -> tuple[float, list[t
             else:
                 y = torch.bmm(x.flatten(1).unsqueeze(1), w.transpose(1, 2)).squeeze(1) + b
                 x = F.relu(y)
-        logp = F.log_softmax(head(x), dim=-1).gather(-1, actions).squeeze(-1)
+        logits = F.linear(x, head.weight.detach(), head.bias.detach())  # the head is not BLIP
+        logp = F.log_softmax(logits, dim=-1).gather(-1, actions).squeeze(-1)
         (-logp.mean()).backward()
         for acc, c in zip(sums, copies, strict=True):
             acc.add_(c.grad.square().sum(0))  # type: ignore[union-attr]
@@ -131,26 +150,36 @@ def rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True))
 
 
-def time_clip(model: nn.Module) -> tuple[float, float]:
-    """Median seconds of ``clip_(model)`` and of one flat tensor-bound clamp, interleaved."""
+def time_clip(model: nn.Module) -> tuple[float, float, bool]:
+    """Median seconds of ``clip_(model)`` and of one flat tensor-bound clamp, interleaved.
+
+    Also checks, on perturbed weights, that ``clip_`` gives exactly the flat clamp's result.
+    """
     layers = blip_layers(model)
     parts = [(p, layer.state(n, "lower"), layer.state(n, "upper")) for layer in layers
              for n, p in layer.blip_params()]  # fmt: skip
+    with torch.no_grad():
+        for p, lo, hi in parts:
+            p.add_(torch.randn_like(p) * (hi - lo))
     x, lo, hi = (torch.cat([t[i].detach().flatten() for t in parts]) for i in range(3))
+    quant.clip_(model)
+    torch.clamp(x, lo, hi, out=x)
+    same = torch.equal(x, torch.cat([p.detach().flatten() for p, _, _ in parts]))
     clip_t, clamp_t = [], []
     for r in range(CLIP_WARMUP + CLIP_REPEATS):
         t0 = time.perf_counter()
-        clip_(model)
+        quant.clip_(model)
         t1 = time.perf_counter()
         torch.clamp(x, lo, hi, out=x)
         t2 = time.perf_counter()
         if r >= CLIP_WARMUP:
             clip_t.append(t1 - t0)
             clamp_t.append(t2 - t1)
-    return statistics.median(clip_t), statistics.median(clamp_t)
+    return statistics.median(clip_t), statistics.median(clamp_t), same
 
 
 def main() -> None:
+    peak_import = peak_rss_mib()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -161,13 +190,18 @@ def main() -> None:
     print(f"trunk_params={trunk_params}")
     print(f"fisher_obs={N_BATCHES * MINIBATCH}")
     print(f"fisher_minibatch={MINIBATCH}")
+    print(f"peak_after_import_mib={peak_import:.1f}")
+    print(f"peak_before_fisher_mib={peak_rss_mib():.1f}")
 
     # 1) Ours first: ru_maxrss only grows, so the reference must not run before this.
-    estimate_fisher(model, batches[:1], log_prob_fn)  # warm-up (kernel selection, allocator)
+    quant.estimate_fisher(model, batches[:1], log_prob_fn)  # warm-up (kernel selection, allocator)
+    others = others_cpu_s()
     fisher_s, _ = ours(model, batches)
     print(f"fisher_s={fisher_s:.3f}")
     fisher_peak = peak_rss_mib()
     print(f"fisher_peak_mib={fisher_peak:.1f}")
+    print(f"others_cpu_s_fisher={others_cpu_s() - others:.2f}")
+    others = others_cpu_s()
 
     # 2) Reference on a subset; ours recomputed on the same subset for the comparison.
     subset = batches[:REF_BATCHES]
@@ -175,28 +209,33 @@ def main() -> None:
     ref_sub_s, ref_fisher = reference(model, subset)
     ours_sub_s, our_fisher = ours(model, subset)
     fisher_ref_s = ref_sub_s * N_BATCHES / len(subset)
+    print(f"fisher_batches={N_BATCHES}")
     print(f"fisher_ref_batches={len(subset)}")
+    print("fisher_ref_dtype=float32")
     print(f"fisher_ref_subset_s={ref_sub_s:.3f}")
     print(f"fisher_subset_s={ours_sub_s:.3f}")
+    print(f"others_cpu_s_ref={others_cpu_s() - others:.2f}")
     print(f"fisher_ref_s={fisher_ref_s:.3f}")
     speedup = fisher_ref_s / fisher_s
     print(f"fisher_speedup={speedup:.2f}")
     err = rel_err(our_fisher, ref_fisher)
     print(f"fisher_rel_err={err:.3e}")
 
-    # 3) Clipping, after one end of task so that bits and clipping intervals are non-trivial.
-    end_task(model, task=0, batches=batches[:2], log_prob_fn=log_prob_fn)
-    bits = sum(int(layer.state(n, "bits").sum()) for layer in blip_layers(model)
-               for n, _ in layer.blip_params())  # fmt: skip
-    print(f"bits_total={bits}")
-    clip_s, clamp_s = time_clip(model)
+    # 3) Clipping.
+    # One end of task (Fisher from 2 minibatches) so bits and clipping intervals are non-trivial.
+    quant.end_task(model, task=0, batches=batches[:2], log_prob_fn=log_prob_fn)
+    print(f"capacity_after_end_task={quant.capacity(model).total:.4f}")
+    others = others_cpu_s()
+    clip_s, clamp_s, same = time_clip(model)
+    print(f"others_cpu_s_clip={others_cpu_s() - others:.2f}")
+    print(f"clip_matches_clamp={int(same)}")
     ratio = clip_s / clamp_s
     print(f"clip_ms={clip_s * 1e3:.3f}")
     print(f"clamp_ms={clamp_s * 1e3:.3f}")
     print(f"clip_ratio={ratio:.3f}")
 
     checks = {
-        "clip_ratio": ratio <= TARGETS["clip_ratio"],
+        "clip_ratio": same and ratio <= TARGETS["clip_ratio"],
         "fisher_peak_mib": fisher_peak <= TARGETS["fisher_peak_mib"],
         "fisher_speedup": speedup >= TARGETS["fisher_speedup"],
         "fisher_rel_err": err <= REL_ERR_TARGET,

@@ -42,12 +42,16 @@ def estimate_fisher(model: nn.Module, batches: Iterable[Any], log_prob_fn: LogPr
     layers = blip_layers(model)
     if not layers:
         raise ValueError("the model has no quantized (BLIP) layers")
-    sums, total = squared_grad_sums(model, batches, log_prob_fn, layers)  # type: ignore[arg-type]
+    buffers = {
+        layer: {n: layer.state(n, "fisher").zero_() for n, _ in layer.blip_params()}
+        for layer in layers
+    }
+    _, total = squared_grad_sums(model, batches, log_prob_fn, layers, out=buffers)  # type: ignore[arg-type]
     if total == 0:
         raise ValueError("no samples to estimate the Fisher from: the batch iterable was empty")
-    for layer in layers:
-        for name, _ in layer.blip_params():
-            layer.state(name, "fisher").copy_(sums[layer][name] / total)
+    for per_layer in buffers.values():
+        for fisher in per_layer.values():
+            fisher.div_(total)
     return total
 
 

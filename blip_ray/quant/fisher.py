@@ -41,25 +41,30 @@ def squared_grad_sums(
     batches: Iterable[Any],
     log_prob_fn: LogProbFn,
     layers: list[nn.Module],
+    *,
+    out: dict[nn.Module, dict[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[nn.Module, dict[str, torch.Tensor]], int]:
     """Sum over samples of squared per-sample gradients of each minibatch's mean loss.
 
     Returns ``({layer: {"weight": ..., "bias": ...}}, total_samples)``; dividing by
     ``total_samples`` gives BLIP's Fisher. ``layers`` must be ``nn.Linear`` / ``nn.Conv2d`` modules
-    of ``model``, each called once per forward pass. The model is put in eval mode (dropout off)
-    and restored afterwards.
+    of ``model``, each called once per forward pass. ``out`` (zeroed tensors shaped like the
+    parameters) receives the sums in place, saving a copy of the trunk. The model is put in eval
+    mode (dropout off) and restored afterwards.
     """
     for layer in layers:
         _check_supported(layer)
-    sums = {layer: {name: torch.zeros_like(p) for name, p in _params(layer)} for layer in layers}
-    captured: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+    sums = out
+    if sums is None:
+        sums = {layer: {n: torch.zeros_like(p) for n, p in _params(layer)} for layer in layers}
+    captured: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if layer in captured:
             raise RuntimeError(
                 "a BLIP layer ran twice in one forward pass; weight sharing is not supported"
             )
-        captured[layer] = (inputs[0].detach(), output)
+        captured[layer] = (inputs[0].detach(), output, output._version)
 
     handles = [layer.register_forward_hook(hook) for layer in layers]
     was_training = model.training
@@ -72,6 +77,12 @@ def squared_grad_sums(
                 log_probs = log_prob_fn(model, batch)
                 present = [layer for layer in layers if layer in captured]
                 outputs = [captured[layer][1] for layer in present]
+                if any(captured[la][1]._version != captured[la][2] for la in present):
+                    raise RuntimeError(
+                        "an in-place operation (e.g. ReLU(inplace=True)) overwrote a BLIP "
+                        "layer's output, so its per-sample gradients would be wrong; "
+                        "use inplace=False after quantized layers"
+                    )
                 grads = torch.autograd.grad(-log_probs.mean(), outputs, allow_unused=True)
             for layer, grad_out in zip(present, grads, strict=True):
                 if grad_out is not None:
@@ -140,4 +151,4 @@ def _accumulate_conv(
             stride=layer.stride,
         )  # (chunk, C_in*k_h*k_w, L)
         per_sample = torch.bmm(dy[start : start + chunk], cols.transpose(1, 2))
-        weight_sum.add_(per_sample.square().sum(0))
+        weight_sum.add_(per_sample.square_().sum(0))

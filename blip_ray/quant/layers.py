@@ -54,14 +54,10 @@ class QuantMixin:
             self.register_buffer(f"{name}_prev", torch.zeros_like(param))
             self.register_buffer(f"{name}_fisher", torch.zeros_like(param))
             self.register_buffer(f"{name}_fisher_old", torch.zeros_like(param))
-            lower, upper = clip_bounds(
-                torch.zeros_like(param),
-                torch.zeros_like(param, dtype=torch.int8),
-                self.bounds[name],
-                max_bit=max_bit,
-            )
-            self.register_buffer(f"{name}_lower", lower)
-            self.register_buffer(f"{name}_upper", upper)
+            # clip_bounds at prev = 0, bits = 0, without temporaries on a large trunk
+            outer = self.bounds[name] * (1.0 - 2.0**-max_bit)
+            self.register_buffer(f"{name}_lower", torch.full_like(param, -outer))
+            self.register_buffer(f"{name}_upper", torch.full_like(param, outer))
         self.set_f_prior(f_prior)
 
     @torch.no_grad()

@@ -1,0 +1,34 @@
+"""What one trial produced, in a form independent of Ray and of the track (supervised or RL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrialResult:
+    """One continual run: a method with its hyperparameters and a seed over a task sequence."""
+
+    trial_id: str
+    method: str
+    seed: int
+    hyperparameters: dict[str, Any]
+    """The method's hyperparameters as run (searched ones resolved to their sampled values)."""
+    status: str
+    """``ok`` (all tasks finished), ``failed`` (ended with an error) or ``incomplete``."""
+    error: str | None = None
+    """One line: why the trial failed."""
+    task_names: list[str] = field(default_factory=list)
+    matrix: list[list[float]] = field(default_factory=list)
+    """Finished rows of R: R[t][u] = accuracy (or normalized return) on task u after task t."""
+    initial_row: list[float] | None = None
+    """The untrained network's value per task (forward-transfer baseline); None if unknown."""
+    capacity: list[float | None] = field(default_factory=list)
+    """BLIP capacity used after each finished task (None for methods without bits)."""
+    state_bytes: list[int] = field(default_factory=list)
+    """Bytes of method state kept after each finished task."""
+    metric: str = "accuracy"
+    """What R holds: ``accuracy`` or ``normalized_return``."""
+    wall_s: float = 0.0
+    """Wall time of the trial's finished tasks, summed."""

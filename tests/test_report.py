@@ -1,0 +1,184 @@
+"""Report on hand-built trials: CSV values equal metrics.py's, the table's CI is worked by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blip_ray.experiments.records import TrialResult
+from blip_ray.metrics import METRIC_NAMES, summary
+from blip_ray.report import ReportPaths, markdown_table, write_report
+
+TASKS = ["t0", "t1", "t2"]
+BASE = [0.5, 0.5, 0.5]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Last rows chosen so ACC per seed is exact: blip 0.8 and 0.9, sgd 0.5 and 0.6, blip (other F_prior)
+# 0.7 with one seed.
+MATRICES = {
+    ("blip", 0): [[0.9, 0.6, 0.5], [0.85, 0.9, 0.55], [0.8, 0.8, 0.8]],
+    ("blip", 1): [[0.95, 0.5, 0.4], [0.9, 0.95, 0.6], [0.9, 0.9, 0.9]],
+    ("sgd", 0): [[0.9, 0.5, 0.5], [0.4, 0.95, 0.5], [0.3, 0.3, 0.9]],
+    ("sgd", 1): [[0.95, 0.4, 0.5], [0.5, 0.9, 0.6], [0.4, 0.5, 0.9]],
+    ("blip_small", 0): [[0.9, 0.5, 0.5], [0.8, 0.9, 0.5], [0.6, 0.6, 0.9]],
+}
+BLIP_HP = {"F_prior": 1e-15, "max_bit": 20}
+
+
+def _trial(key: str, seed: int, **overrides: object) -> TrialResult:
+    """A finished 3-task trial of MATRICES[(key, seed)]; ``overrides`` replace any field."""
+    blip = key.startswith("blip")
+    hyperparameters = {"lr": 0.01}
+    if blip:
+        hyperparameters = {**BLIP_HP, "F_prior": 5e-16} if key == "blip_small" else BLIP_HP
+    fields: dict = {
+        "trial_id": f"{key}_{seed}",
+        "method": "blip" if blip else key,
+        "seed": seed,
+        "hyperparameters": hyperparameters,
+        "status": "ok",
+        "task_names": TASKS,
+        "matrix": MATRICES.get((key, seed), []),
+        "initial_row": BASE,
+        "capacity": [0.1, 0.2, 0.3 + 0.1 * seed] if blip else [None, None, None],
+        "state_bytes": [1000, 2000, 3000] if blip else [0, 0, 0],
+    }
+    fields.update(overrides)
+    return TrialResult(**fields)
+
+
+def _failed() -> TrialResult:
+    return _trial(
+        "sgd",
+        2,
+        trial_id="sgd_2",
+        status="failed",
+        error="RuntimeError: CUDA out of memory",
+        matrix=[[0.7, 0.4, 0.3]],
+        capacity=[None],
+        state_bytes=[0],
+    )
+
+
+@pytest.fixture(scope="module")
+def trials() -> list[TrialResult]:
+    keys = [("blip", 0), ("blip", 1), ("sgd", 0), ("sgd", 1), ("blip_small", 0)]
+    return [_trial(method, seed) for method, seed in keys] + [_failed()]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, trials: list[TrialResult]) -> ReportPaths:
+    """Written once: plotting dominates the run time and the tests only read the files."""
+    out_dir = tmp_path_factory.mktemp("report") / "out"  # not existing yet: write_report makes it
+    return write_report(trials, out_dir, title="Digits test", wall_s=120.0)
+
+
+def test_summary_csv_matches_metrics(report, trials: list[TrialResult]) -> None:
+    frame = pd.read_csv(report.summary_csv).set_index("trial_id")
+    assert list(frame.index) == [trial.trial_id for trial in trials]
+    assert {"F_prior", "max_bit", "lr"} <= set(frame.columns)
+    for trial in trials:
+        expected = summary(trial.matrix, trial.initial_row)
+        for name in METRIC_NAMES:
+            assert frame.loc[trial.trial_id, name] == pytest.approx(expected[name], nan_ok=True)
+        assert frame.loc[trial.trial_id, "tasks_done"] == len(trial.matrix)
+    assert frame.loc["blip_1", "capacity"] == pytest.approx(0.4)
+    assert frame.loc["blip_1", "state_bytes"] == 3000
+    assert math.isnan(frame.loc["sgd_0", "capacity"])
+    assert math.isnan(frame.loc["sgd_0", "F_prior"]) and frame.loc["sgd_0", "lr"] == 0.01
+    assert "blip_0,blip,0,1e-15,,20," in report.summary_csv.read_text()  # max_bit not "20.0"
+    failed = frame.loc["sgd_2"]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: CUDA out of memory"
+    assert failed["acc"] == pytest.approx(0.7) and failed["bwt"] == 0.0
+    assert math.isnan(failed["forgetting"]) and math.isnan(failed["fwt"])
+
+
+def test_matrices_csv_long_form(report, trials: list[TrialResult]) -> None:
+    frame = pd.read_csv(report.matrices_csv)
+    assert list(frame.columns) == [
+        *("trial_id", "method", "seed", "trained_task", "eval_task", "task_name", "value"),
+    ]
+    assert len(frame) == 5 * 9 + 3  # five finished 3x3 runs, one failed run with one row
+    row = frame.query("trial_id == 'sgd_0' and trained_task == 1 and eval_task == 0")
+    assert row["value"].item() == pytest.approx(0.4) and row["task_name"].item() == "t0"
+    assert frame.query("trial_id == 'sgd_2'")["trained_task"].unique().tolist() == [0]
+
+
+def test_report_md_table_sorted_with_ci(report) -> None:
+    text = report.report_md.read_text()
+    assert text.startswith("# Digits test")
+    assert "accuracy (fraction)" in text
+    assert "BWT (1/T, official)" in text and "BWT (1/(T-1), GEM)" in text
+    # ACC 0.8 and 0.9: mean 0.85, half width t_{0.975,1} * 0.0707107 / sqrt(2) = 0.6353.
+    assert "0.850 ± 0.635" in text
+    assert "0.700 (n=1)" in text and "±nan" not in text and "± nan" not in text
+    best, single = (text.index(f"| blip | F_prior={fp}") for fp in ("1e-15", "5e-16"))
+    assert best < single < text.index("| sgd | lr=0.01")  # mean ACC 0.85, 0.7, 0.55
+    assert "0.550 ± 0.635" in text
+    assert "Only trials with status ok count" in text
+    assert "Trials: 5 ok, 1 failed, 0 incomplete (6 in all)." in text
+
+
+def test_report_md_failed_wall_time_and_plots(report) -> None:
+    text = report.report_md.read_text()
+    failed = text[text.index("## Failed trials") : text.index("## Plots")]
+    assert "sgd, seed 2, lr=0.01" in failed and "CUDA out of memory" in failed
+    assert "3.00 trials per minute" in text  # 6 trials in 120 s
+    for path in report.plots:
+        assert f"]({path.name})" in text
+
+
+def test_pngs_are_valid(report) -> None:
+    names = {path.name for path in report.plots}
+    assert {"matrix_sgd.png", "tasks_sgd.png", "capacity.png"} <= names
+    assert "matrix_blip__F_prior-1e-15_max_bit-20.png" in names
+    assert len(names) == 2 * 3 + 1  # matrix and tasks per (method, setting), one capacity plot
+    for path in report.plots:
+        data = path.read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+def test_no_capacity_plot_and_no_rate_without_them(tmp_path: Path) -> None:
+    paths = write_report([_trial("sgd", 0), _failed()], tmp_path, title="t")
+    assert not (tmp_path / "capacity.png").exists()
+    text = paths.report_md.read_text()
+    assert "per minute" not in text and "Wall time" not in text
+    assert "0.500 (n=1)" in text  # (0.3 + 0.3 + 0.9) / 3, one seed
+
+
+def test_hyperparameter_collision_is_prefixed(tmp_path: Path) -> None:
+    trial = _trial("sgd", 0, hyperparameters={"acc": 3, "status": "x", "lr": [1, 2]})
+    paths = write_report([trial], tmp_path, title="t")
+    frame = pd.read_csv(paths.summary_csv)
+    assert {"hp_acc", "hp_status", "lr"} <= set(frame.columns)
+    assert frame.loc[0, "hp_acc"] == 3 and frame.loc[0, "acc"] == pytest.approx(0.5)
+    assert frame.loc[0, "lr"] == "[1, 2]"
+
+
+def test_markdown_table_without_ok_trials() -> None:
+    assert "No trials with status ok" in markdown_table([_failed()])
+
+
+def test_long_normalized_return_run(tmp_path: Path) -> None:
+    """14 tasks (heat map without annotations), RL values, no FWT baseline: FWT reads n/a."""
+    tasks = 14
+    matrix = [[0.5 + 0.03 * (t - u) if u <= t else 0.1 for u in range(tasks)] for t in range(tasks)]
+    trial = _trial(
+        "ppo",
+        0,
+        method="ppo",
+        matrix=matrix,
+        task_names=[f"game{u}" for u in range(tasks)],
+        initial_row=None,
+        metric="normalized_return",
+    )
+    paths = write_report([trial], tmp_path, title="Atari", wall_s=0.0)
+    text = paths.report_md.read_text()
+    assert "Values: normalized return." in text and "per minute" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| ppo |"))
+    assert row.split(" | ")[6] == "n/a"  # the FWT column
+    assert [p.name for p in paths.plots] == ["matrix_ppo.png", "tasks_ppo.png"]
+    assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in paths.plots)
