@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench
+SPEC ?= benchmarks/pdigits.yaml
+
+.PHONY: install run test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import blip_ray, torch, ray" && touch $(STAMP)
 
 install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/blip-ray run $(SPEC) --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check blip_ray tests benchmarks
@@ -23,3 +28,4 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/perf/quant.py
+	$(BIN)/python benchmarks/perf/supervised.py
