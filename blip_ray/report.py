@@ -165,6 +165,14 @@ def _task_name(names: Sequence[str], index: int) -> str:
     return names[index] if index < len(names) else f"task {index}"
 
 
+def _shared_names(trials: Sequence[TrialResult]) -> list[str]:
+    """Task names for a seed-averaged plot: positions when seeds ordered the tasks differently."""
+    first = list(trials[0].task_names)
+    if any(list(t.task_names) != first for t in trials[1:]):
+        return []
+    return first
+
+
 def _groups(trials: Sequence[TrialResult]) -> list[_Group]:
     """Status-ok trials by (method, exact hyperparameters), each with a unique file stem."""
     grouped: dict[tuple[str, str], list[TrialResult]] = {}
@@ -262,7 +270,7 @@ def _plot_matrix(group: _Group, path: Path) -> None:
     """Heat map of the seed-mean R; accuracy on a fixed 0-1 scale so methods compare by eye."""
     mean = _mean_over_trials([trial.matrix for trial in group.trials])
     rows, tasks = mean.shape
-    names = [_task_name(group.trials[0].task_names, u) for u in range(tasks)]
+    names = [_task_name(_shared_names(group.trials), u) for u in range(tasks)]
     metric = group.trials[0].metric
     figure, axes = _new_figure(0.6 * tasks + 3.0, 0.5 * rows + 2.5)
     low, high = (0.0, 1.0) if metric == "accuracy" else (np.nanmin(mean), np.nanmax(mean))
@@ -288,7 +296,7 @@ def _plot_tasks(group: _Group, path: Path) -> None:
     forward transfer), solid from its training on (forgetting), a dot where it was trained."""
     mean = _mean_over_trials([trial.matrix for trial in group.trials])
     rows, tasks = mean.shape
-    names = [_task_name(group.trials[0].task_names, u) for u in range(tasks)]
+    names = [_task_name(_shared_names(group.trials), u) for u in range(tasks)]
     metric = group.trials[0].metric
     figure, axes = _new_figure(7.0, 4.0)
     steps = np.arange(rows)
@@ -315,7 +323,7 @@ def _plot_capacity(groups: list[_Group], path: Path) -> None:
     for group, capacity in zip(groups, means, strict=True):
         axes.plot(np.arange(capacity.size), capacity, "o-", label=group.name)
     steps = range(max(capacity.size for capacity in means))
-    names = [_task_name(groups[0].trials[0].task_names, t) for t in steps]
+    names = [_task_name(_shared_names([t for g in groups for t in g.trials]), t) for t in steps]
     axes.set_xticks(steps, names, rotation=45 if len(names) > 6 else 0, fontsize="small")
     axes.set_xlabel("after training task")
     axes.set_ylabel("capacity used (fraction of bits)")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Ray resolves 127.0.0.1 to the machine's interface address unless its single-machine mode is on;
+# set before Ray is imported, so every test instance (and its workers) stays on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import pytest  # noqa: E402
 import torch
 
 

@@ -83,3 +83,7 @@ def test_an_interrupted_experiment_resumes_without_redoing_tasks(uninterrupted, 
         assert tasks == [0, 1, 2], f"{trial_id} redid a task: {tasks}"
     for trial in load_trials(resumed.experiment_dir):
         assert trial.matrix == reference[(trial.method, trial.seed)].matrix
+
+
+def test_the_local_instance_stays_on_loopback(ray_session):
+    assert {node["NodeManagerAddress"] for node in ray_session.nodes()} == {"127.0.0.1"}
