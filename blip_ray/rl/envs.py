@@ -1,0 +1,156 @@
+"""Environments of the RL task sequences: the paper's Atari preprocessing and a permuted CartPole.
+
+No Ray here beyond RLlib's Atari wrapper classes (plain gymnasium wrappers), so the envs build and
+step in any process. Every env handed to RLlib is wrapped last in :class:`TaskEnv`, which gives all
+tasks of a sequence one padded action space and tags the env with its task.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.wrappers.atari_wrappers import (
+    ClipRewardEnv,
+    EpisodicLifeEnv,
+    FireResetEnv,
+    FrameStack,
+    MaxAndSkipEnv,
+    NoopResetEnv,
+    WarpFrame,
+    get_wrapper_by_cls,
+)
+
+#: Frames per agent step (NoFrameskip-v4 + the DeepMind wrappers' MaxAndSkip).
+ATARI_FRAMESKIP = 4
+#: Episode cap in emulator frames (ALE v5 default; 27,000 agent steps).
+ATARI_MAX_FRAMES = 108_000
+#: Stacked grayscale frames per observation.
+ATARI_FRAME_STACK = 4
+#: Side of the square grayscale frame.
+ATARI_DIM = 84
+#: Random no-ops at the start of a game (DeepMind's NoopResetEnv).
+ATARI_NOOP_MAX = 30
+
+
+class TaskEnv(gym.ActionWrapper):
+    """One task of a sequence behind the sequence-wide ``Discrete(num_actions)`` action space.
+
+    RLlib builds one module and one connector pipeline from a single action space, while each game
+    keeps its minimal action set (14, 18, ..., 6). The module masks logits past the task's actions,
+    so those indices are never sampled; should one arrive anyway it becomes action 0 (NOOP in ALE)
+    and is counted in ``invalid_actions``. ``task_index``/``task_name`` tag the env so tests and
+    callbacks can check which task a runner's env runs (``vector_env.get_attr("task_index")``).
+    """
+
+    def __init__(self, env: gym.Env, *, num_actions: int, task_index: int, task_name: str) -> None:
+        super().__init__(env)
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise TypeError(f"TaskEnv needs a Discrete action space, got {env.action_space}")
+        self.task_actions = int(env.action_space.n)
+        if num_actions < self.task_actions:
+            raise ValueError(
+                f"padded action space ({num_actions}) is smaller than the task's "
+                f"{self.task_actions} actions"
+            )
+        self.action_space = gym.spaces.Discrete(num_actions)
+        self.task_index = task_index
+        self.task_name = task_name
+        self.invalid_actions = 0
+
+    def action(self, action: int | np.integer) -> int:
+        index = int(action)
+        if 0 <= index < self.task_actions:
+            return index
+        self.invalid_actions += 1
+        return 0
+
+
+class WholeGame(gym.Wrapper):
+    """Evaluation episodes that span a whole game, as the official ``bench.Monitor`` scores them.
+
+    The training chain ends an episode at every lost life (``EpisodicLifeEnv``) and, through
+    ``FireResetEnv``, presses FIRE to relaunch the game. The official evaluation runs that same
+    chain but scores whole games (its Monitor sits inside the life wrapper), so here a life loss
+    continues the game through the chain's own reset, and only a real game over ends the episode.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        life_env = get_wrapper_by_cls(env, EpisodicLifeEnv)
+        if life_env is None:
+            raise ValueError("WholeGame wraps an env chain that contains EpisodicLifeEnv")
+        self._life_env = life_env
+
+    def step(self, action):  # noqa: ANN001, ANN201  (gymnasium's signature)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated and not truncated and not self._life_env.was_real_terminated:
+            obs, info = self.env.reset()
+            terminated = False
+        return obs, reward, terminated, truncated, info
+
+
+def make_atari_env(game: str, *, training: bool) -> gym.Env:
+    """``ALE/<game>`` with NoFrameskip-v4 semantics and the DeepMind wrappers, as the official code.
+
+    Order (baselines' ``make_atari`` + ``wrap_deepmind``): no-op reset (<= 30), max-and-skip 4,
+    episodic life, FIRE on reset where the game has FIRE, 84x84 grayscale, reward clipping
+    (training only), 4-frame stack. Observations are ``(84, 84, 4)`` uint8 in 0..255; the module
+    permutes them channels-first and divides by 255 (the official ``CNNBase`` does ``x / 255``).
+    Evaluation keeps raw rewards and scores whole games (:class:`WholeGame`).
+    """
+    env = gym.make(
+        f"ale_py:ALE/{game}-v5",
+        frameskip=1,
+        repeat_action_probability=0.0,
+        full_action_space=False,
+        max_num_frames_per_episode=ATARI_MAX_FRAMES,
+    )
+    env = NoopResetEnv(env, noop_max=ATARI_NOOP_MAX)
+    env = MaxAndSkipEnv(env, skip=ATARI_FRAMESKIP)
+    env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    env = WarpFrame(env, dim=ATARI_DIM)
+    if training:
+        env = ClipRewardEnv(env)
+    env = FrameStack(env, k=ATARI_FRAME_STACK)
+    return env if training else WholeGame(env)
+
+
+class TransformObservation(gym.ObservationWrapper):
+    """``obs[permutation] * signs``: a fixed re-encoding of a vector observation (one per task).
+
+    The space becomes unbounded so every task of a sequence shares one observation space.
+    """
+
+    def __init__(self, env: gym.Env, *, permutation: np.ndarray, signs: np.ndarray) -> None:
+        super().__init__(env)
+        shape = env.observation_space.shape
+        if shape is None or len(shape) != 1 or sorted(permutation) != list(range(shape[0])):
+            raise ValueError(f"permutation {permutation} does not match observations {shape}")
+        self.permutation = np.asarray(permutation, dtype=np.int64)
+        self.signs = np.asarray(signs, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return (observation[self.permutation] * self.signs).astype(np.float32)
+
+
+def cartpole_transforms(num_tasks: int, *, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``num_tasks`` distinct, non-identity ``(permutation, signs)`` pairs for 4 inputs."""
+    rng = np.random.default_rng(seed)
+    transforms: list[tuple[np.ndarray, np.ndarray]] = []
+    seen = {(tuple(range(4)), (1.0, 1.0, 1.0, 1.0))}
+    while len(transforms) < num_tasks:
+        permutation = rng.permutation(4)
+        signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=4)
+        key = (tuple(int(i) for i in permutation), tuple(float(s) for s in signs))
+        if key not in seen:
+            seen.add(key)
+            transforms.append((permutation, signs))
+    return transforms
+
+
+def make_cartpole_env(permutation: np.ndarray, signs: np.ndarray) -> gym.Env:
+    """``CartPole-v1`` (500-step episodes) seen through one task's fixed observation transform."""
+    return TransformObservation(gym.make("CartPole-v1"), permutation=permutation, signs=signs)

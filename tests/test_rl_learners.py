@@ -1,0 +1,195 @@
+"""The continual PPO learner built in-process (no Ray): clipping, task lifecycle, methods, state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+import blip_ray.quant
+from blip_ray import quant
+from blip_ray.rl import PpoSettings, RlExperimentConfig, build_ppo_config, task_learning_rate
+from blip_ray.rl.learners import ContinualPPOLearner
+from blip_ray.rl.sequences import get_rl_sequence
+
+STEPS = 96
+PPO = PpoSettings(num_envs=2, rollout_length=48, num_minibatches=2, num_epochs=2, lr=0.05)
+
+
+def make_config(method: str, **hp: Any):  # noqa: ANN201
+    cfg = RlExperimentConfig(
+        sequence="cartpole3",
+        method=method,
+        method_hp=hp,
+        steps_per_task=4 * STEPS,
+        num_tasks=2,
+        ppo=PPO,
+        num_env_runners=0,
+    )
+    return build_ppo_config(cfg)
+
+
+def make_learner(config: Any) -> Any:
+    return config.build_learner(env=get_rl_sequence("cartpole3").make_env(0))
+
+
+def train(learner: Any, runner: SingleAgentEnvRunner, *, lifetime: int = STEPS) -> dict:
+    """One PPO update on fresh episodes sampled with the learner's current weights."""
+    runner.set_state(learner.get_state(components="rl_module", inference_only=True))
+    episodes = runner.sample(num_timesteps=STEPS, random_actions=False)
+    return learner.update(
+        episodes=episodes,
+        timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+        num_epochs=PPO.num_epochs,
+        minibatch_size=PPO.minibatch_size,
+        shuffle_batch_per_epoch=True,
+    )
+
+
+def module_of(learner: Any) -> Any:
+    return learner.module[DEFAULT_MODULE_ID].unwrapped()
+
+
+def optimizer_of(learner: Any) -> torch.optim.Optimizer:
+    return learner.get_optimizers_for_module(DEFAULT_MODULE_ID)[0][1]
+
+
+def violations(module: Any) -> int:
+    """Elements of quantized parameters outside BLIP's clipping interval."""
+    count = 0
+    for layer in quant.blip_layers(module):
+        for name, param in layer.blip_params():
+            lower, upper = layer.state(name, "lower"), layer.state(name, "upper")
+            count += int(((param < lower) | (param > upper)).sum())
+    return count
+
+
+@pytest.fixture(scope="module")
+def blip_config() -> Any:
+    return make_config("blip")
+
+
+@pytest.fixture(scope="module")
+def runner(blip_config: Any) -> SingleAgentEnvRunner:
+    return SingleAgentEnvRunner(config=blip_config)
+
+
+def test_learning_rate_restarts_and_decays_per_task() -> None:
+    rate = lambda steps, task: task_learning_rate(  # noqa: E731
+        1.0, lifetime_steps=steps, task=task, steps_per_task=100
+    )
+    assert [rate(s, 0) for s in (0, 25, 100, 150)] == [1.0, 0.75, 0.0, 0.0]
+    assert [rate(s, 1) for s in (100, 150, 200)] == [1.0, 0.5, 0.0]
+
+
+def test_blip_clips_once_per_optimizer_step_within_bounds(
+    blip_config: Any, runner: SingleAgentEnvRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learner = make_learner(blip_config)
+    assert isinstance(learner, ContinualPPOLearner)
+    train(learner, runner)
+    info = learner.finish_task(0)
+    assert info["fisher_samples"] > 0 and info["capacity"] > 0
+    learner.start_task(1)
+    module = module_of(learner)
+    frozen = [
+        (layer, name, param.detach().clone())
+        for layer in quant.blip_layers(module)
+        for name, param in layer.blip_params()
+    ]
+    assert any(int(layer.state(name, "bits").max()) > 0 for layer, name, _ in frozen)
+
+    clips, steps = [], []
+    real_clip = blip_ray.quant.clip_
+    monkeypatch.setattr(blip_ray.quant, "clip_", lambda model: (clips.append(1), real_clip(model)))
+    optimizer_of(learner).register_step_post_hook(lambda *_: steps.append(len(clips)))
+    train(learner, runner, lifetime=4 * STEPS + STEPS)
+    assert len(steps) >= 2 * (STEPS // PPO.minibatch_size)
+    assert len(clips) == len(steps)
+    assert steps == list(range(len(steps)))  # each step ran before its own clip, none skipped
+    assert violations(module) == 0
+    for layer, name, before in frozen:
+        bits = layer.state(name, "bits").float()
+        moved = (getattr(layer, name).detach() - before).abs()
+        allowed = layer.bounds[name] * torch.exp2(-bits)
+        assert bool((moved <= allowed + 1e-7).all()), f"{name} left its frozen bits"
+
+    # RLlib's plain PPO learner on the same quantized module and state does not clip.
+    plain_config = blip_config.copy(copy_frozen=False).learners(learner_class=PPOTorchLearner)
+    plain = make_learner(plain_config)
+    module_of(plain).set_state(module.get_state())
+    assert violations(module_of(plain)) == 0
+    clips.clear()
+    train(plain, runner)
+    assert not clips and violations(module_of(plain)) > 0
+
+
+def test_start_task_resets_optimizer_and_learning_rate(runner: SingleAgentEnvRunner) -> None:
+    learner = make_learner(make_config("finetune"))
+    optimizer = optimizer_of(learner)
+    assert optimizer.defaults["eps"] == 1e-5
+    train(learner, runner, lifetime=2 * STEPS)
+    assert optimizer.state and optimizer.param_groups[0]["lr"] == pytest.approx(0.05 / 2)
+    seq_no = learner._weights_seq_no
+    learner.finish_task(0)
+    learner.start_task(1)
+    assert not optimizer.state and optimizer.param_groups[0]["lr"] == 0.05
+    assert learner.active_task == 1 and learner._weights_seq_no > seq_no
+    with pytest.raises(RuntimeError, match="active"):
+        learner.finish_task(0)
+
+
+def test_ft_fix_freezes_the_trunk_after_task_0(runner: SingleAgentEnvRunner) -> None:
+    config = make_config("ft_fix")
+    learner = make_learner(config)
+    module = module_of(learner)
+    train(learner, runner)
+    learner.finish_task(0)
+    learner.start_task(1)
+    trunk = [p.detach().clone() for p in module.trunk.parameters()]
+    heads = [h.weight.detach().clone() for h in module.pi]
+    train(learner, runner, lifetime=5 * STEPS)
+    assert all(torch.equal(a, b) for a, b in zip(trunk, module.trunk.parameters(), strict=True))
+    assert torch.equal(heads[0], module.pi[0].weight)  # other tasks' heads get no gradient
+    assert not torch.equal(heads[1], module.pi[1].weight)
+
+    restored = make_learner(config)  # the freeze is a rule, re-applied from the restored task
+    restored.set_state(learner.get_state())
+    assert restored.active_task == 1
+    assert not any(p.requires_grad for p in module_of(restored).trunk.parameters())
+
+
+def test_online_ewc_accumulates_fisher_and_penalises(runner: SingleAgentEnvRunner) -> None:
+    config = make_config("online_ewc")
+    learner = make_learner(config)
+    assert learner.method.config.lamb == 5000.0
+    train(learner, runner)
+    learner.finish_task(0)
+    first = {n: f.clone() for n, f in learner.method.fisher.items()}
+    assert set(first) == {n for n, _ in module_of(learner).trunk.named_parameters()}
+    assert sum(float(f.sum()) for f in first.values()) > 0
+    learner.start_task(1)
+    results = train(learner, runner, lifetime=5 * STEPS)
+    assert float(results[DEFAULT_MODULE_ID]["method_penalty"].peek()) > 0
+    penalty = learner.method.penalty(module_of(learner), 1, None)
+    assert penalty is not None and float(penalty.detach()) > 0  # the trunk left the anchor
+    learner.finish_task(1)
+    assert all(bool((learner.method.fisher[n] >= f).all()) for n, f in first.items())
+
+    restored = make_learner(config)
+    restored.set_state(learner.get_state())
+    for name, fisher in learner.method.fisher.items():
+        torch.testing.assert_close(restored.method.fisher[name], fisher)
+        torch.testing.assert_close(restored.method.anchor[name], learner.method.anchor[name])
+
+
+def test_unknown_method_hyperparameters_are_rejected() -> None:
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        make_config("blip", lamb=1.0)
+    with pytest.raises(KeyError, match="known"):
+        make_config("ewc_offline")

@@ -1,0 +1,116 @@
+"""A 2-task continual PPO run under the session's local Ray instance (cartpole3, tiny budgets).
+
+One BLIP run with one remote env runner besides the local one: tasks switch on every runner, both
+tasks are evaluated at each task end, bits grow at the task end, and a checkpoint restores onto
+the right task, head and env.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from blip_ray.rl import PpoSettings, RlExperimentConfig, build_ppo_config
+from blip_ray.rl.callbacks import ContinualTaskCallback, apply_task_to_env_runner, learner_call
+
+pytestmark = pytest.mark.ray
+
+STEPS_PER_TASK = 192
+CFG = RlExperimentConfig(
+    sequence="cartpole3",
+    method="blip",
+    steps_per_task=STEPS_PER_TASK,
+    num_tasks=2,
+    eval_episodes=2,
+    eval_interval=1,
+    eval_max_steps=40,
+    ppo=PpoSettings(num_envs=2, rollout_length=48, num_minibatches=2, num_epochs=2),
+    num_env_runners=1,
+)
+
+
+def runner_tasks(algorithm: Any) -> list[tuple[Any, Any, int]]:
+    """``(env_config task, envs' task indices, module active_task)`` of every env runner."""
+    return algorithm.env_runner_group.foreach_env_runner(
+        lambda er: (
+            er.config.env_config["task"],
+            None if er.env is None else tuple(er.env.unwrapped.get_attr("task_index")),
+            int(er.module.active_task),
+        )
+    )
+
+
+def learner_module_state(algorithm: Any) -> dict[str, torch.Tensor]:
+    return learner_call(
+        algorithm,
+        lambda learner: {k: v.clone() for k, v in learner.continual_module.state_dict().items()},
+    )
+
+
+def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path: Path) -> None:
+    config = build_ppo_config(CFG)
+    algorithm = config.build_algo()
+    try:
+        results = [algorithm.train() for _ in range(2)]
+        assert [r["task"] for r in results] == [0, 0]
+        assert "eval_returns" in results[0] and "return_row" not in results[0]
+        assert results[0]["capacity"] == 0.0
+
+        ended = results[-1]  # 2 x 96 env steps: task 0's budget is spent
+        assert ended["ended_task"] == 0 and ended["tasks_done"] == 1
+        assert ended["active_task"] == 1
+        assert len(ended["return_row"]) == 2 and ended["return_matrix"] == [ended["return_row"]]
+        assert ended["end_task_info"]["fisher_samples"] > 0
+        assert ended["capacity"] > 0  # bits grew at the task end
+        runners = runner_tasks(algorithm)
+        assert len(runners) == 2  # the local runner (no env) and the remote one
+        assert runners == [(1, None, 1), (1, (1, 1), 1)]
+        # the runners act with the quantized end-of-task weights, not the pre-quantization ones
+        quantized = learner_module_state(algorithm)
+        for weights in algorithm.env_runner_group.foreach_env_runner(
+            lambda er: {k: v.clone() for k, v in er.module.state_dict().items()}
+        ):
+            for key, value in weights.items():
+                torch.testing.assert_close(value, quantized[key], equal_nan=True)
+
+        after = algorithm.train()  # trains task 1 with task 1's heads
+        assert after["task"] == 1 and after["steps_in_task"] > 0
+        algorithm.save_to_path(str(tmp_path))
+        saved = learner_module_state(algorithm)
+    finally:
+        algorithm.stop()
+
+    restored = config.build_algo()
+    try:
+        assert runner_tasks(restored)[1] == (0, (0, 0), 0)  # RLlib rebuilds runners on task 0
+        restored.restore(str(tmp_path))
+        assert runner_tasks(restored) == [(1, None, 1), (1, (1, 1), 1)]
+        # a recreated runner comes back on task 0 and is moved to the active task
+        group = restored.env_runner_group
+        group.foreach_env_runner(lambda er: apply_task_to_env_runner(er, 0), local_env_runner=False)
+        assert runner_tasks(restored)[1] == (0, (0, 0), 0)
+        ContinualTaskCallback().on_env_runners_recreated(
+            algorithm=restored,
+            env_runner_group=group,
+            env_runner_indices=group.healthy_worker_ids(),
+            is_evaluation=False,
+        )
+        assert runner_tasks(restored) == [(1, None, 1), (1, (1, 1), 1)]
+        state = learner_module_state(restored)
+        for key, value in saved.items():
+            torch.testing.assert_close(state[key], value, equal_nan=True)
+        assert int(state["active_task"]) == 1 and int(state["tasks_done"]) == 1
+
+        head_0 = state["pi.0.weight"]
+        final = restored.train()
+        assert final["task"] == 1 and final["tasks_done"] == 2
+        assert final["return_matrix"][0] == ended["return_row"]
+        assert len(final["return_matrix"]) == 2 and final["capacity"] >= ended["capacity"]
+        trained = learner_module_state(restored)
+        assert torch.equal(trained["pi.0.weight"], head_0)  # task 0's head is untouched
+        assert not torch.equal(trained["pi.1.weight"], state["pi.1.weight"])
+    finally:
+        restored.stop()
