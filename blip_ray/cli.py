@@ -7,16 +7,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from blip_ray import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``blip-ray: error: <problem> (see blip-ray run --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"blip-ray: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="blip-ray",
         description="Continual-learning benchmarks built around BLIP, scheduled by Ray Tune.",
         epilog="Exit codes: 0 ok, 1 some trials failed, 2 user error, 130 interrupted.",
@@ -72,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handlers = {"run": _run, "report": _report, "list": _list}
+    # SIGTERM (kill, `ray job stop`) stops like Ctrl+C; run_experiment keeps this true inside Ray.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -80,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # SpecError and UserError are ValueErrors with a one-line message
         print(f"blip-ray: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # An embedded instance is one machine: keep it on loopback (Ray would advertise the
+        # interface address). Ray reads this when imported, so it is set before the import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from blip_ray.experiments.launch import run_experiment
     from blip_ray.experiments.spec import load_spec
 
@@ -104,7 +123,18 @@ def _run(args: argparse.Namespace) -> int:
         f"report: {outcome.experiment_dir / 'report.md'}  ({outcome.trials} trials, "
         f"{outcome.failed} not ok, {outcome.wall_s:.0f} s)"
     )
+    if outcome.interrupted:
+        print(f"interrupted; continue with: {_resume_command(args, outcome.experiment_dir)}")
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
+    words = ["blip-ray", "run", args.spec, "--resume", "--name", experiment_dir.name]
+    words += ["--storage", str(experiment_dir.parent)]
+    words += ["--smoke"] * args.smoke + ["--data-dir", args.data_dir] * bool(args.data_dir)
+    words += ["--address", args.address] * bool(args.address)
+    return shlex.join(words)
 
 
 def _report(args: argparse.Namespace) -> int:

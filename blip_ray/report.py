@@ -333,6 +333,28 @@ def _plot_capacity(groups: list[_Group], path: Path) -> None:
     figure.savefig(path)
 
 
+def _plot_curves(group: _Group, path: Path) -> None:
+    """RL learning curves: each game's raw evaluation return against env steps (seed 0 order
+    of games; one line per seed, thin, so the spread shows)."""
+    trials = [trial for trial in group.trials if trial.curve]
+    names = _shared_names(trials)
+    tasks = max(len(point["returns"]) for trial in trials for point in trial.curve)
+    figure, axes = _new_figure(8.0, 4.0)
+    palette = colormaps["tab10" if tasks <= 10 else "tab20"]
+    for u in range(tasks):
+        for i, trial in enumerate(trials):
+            steps = [p["env_steps"] for p in trial.curve if u < len(p["returns"])]
+            values = [p["returns"][u] for p in trial.curve if u < len(p["returns"])]
+            label = _task_name(names, u) if i == 0 else None
+            axes.plot(steps, values, "-", color=palette(u % palette.N), linewidth=1, label=label)
+    axes.set_xlabel("env steps (all tasks)")
+    axes.set_ylabel("evaluation return (raw score)")
+    axes.set_title(f"{group.name}: learning curves", fontsize="medium")
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def _write_plots(trials: Sequence[TrialResult], out_dir: Path) -> list[tuple[str, Path]]:
     """Every plot of the ok trials as (caption, path), in the order the report lists them."""
     groups = [group for group in _groups(trials) if any(t.matrix for t in group.trials)]
@@ -345,6 +367,10 @@ def _write_plots(trials: Sequence[TrialResult], out_dir: Path) -> list[tuple[str
             path = out_dir / f"{kind}_{group.file_stem}.png"
             draw(group, path)
             plots.append((f"{group.name}: {caption}", path))
+        if any(trial.curve for trial in group.trials):
+            path = out_dir / f"curves_{group.file_stem}.png"
+            _plot_curves(group, path)
+            plots.append((f"{group.name}: learning curves per game", path))
     with_capacity = [g for g in groups if any(c is not None for t in g.trials for c in t.capacity)]
     if with_capacity:
         _plot_capacity(with_capacity, out_dir / "capacity.png")

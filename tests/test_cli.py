@@ -1,12 +1,23 @@
-"""The command line: malformed specs and flags fail with exit 2 and one line; list and report."""
+"""The command line: bad input of every kind exits 2 with one line naming it; list, report, help.
+
+One table holds malformed specs and malformed calls alike. Each case must fail before any trial
+starts, with ``blip-ray: error: <the problem>`` on stderr and no traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
 import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from blip_ray.cli import main
+from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.storage import SPEC_RECORD
 
 GOOD = """\
 name: t
@@ -15,55 +26,186 @@ methods: {blip: {f_prior: 1e-15}, finetune: {}}
 seeds: [0]
 """
 
-BAD_SPECS = [
-    ("name: [unclosed", "invalid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-    (GOOD + "colour: red\n", "unknown key 'colour'"),
-    (GOOD.replace("benchmark: pdigits", "benchmark: imagenet21k"), "unknown 'imagenet21k'"),
-    (GOOD.replace("finetune: {}", "hat: {}"), "unknown method 'hat'"),
-    (GOOD.replace("f_prior: 1e-15", "fprior: 1e-15"), "methods.blip: unknown key 'fprior'"),
-    (GOOD.replace("f_prior: 1e-15", "f_prior: lots"), "methods.blip.f_prior: expected a"),
-    (GOOD.replace("seeds: [0]", "seeds: []"), "seeds: expected a non-empty list"),
-    (GOOD.replace("seeds: [0]", "seeds: [0, -1]"), "seeds[1]: must be >= 0"),
-    (GOOD + "train: {epochs: 0}\n", "train.epochs: must be > 0"),
-    (GOOD + "train: {lr: -1}\n", "train.lr: must be > 0"),
-    (GOOD + "train: {learning_rate: 0.1}\n", "train: unknown key 'learning_rate'"),
-    (GOOD + "device: tpu\n", "device: expected cpu, cuda or auto"),
-    (GOOD + "resources: {cpu: 0}\n", "resources.cpu: must be > 0"),
-    (GOOD + "network: vgg\n", "network: unknown 'vgg'"),
-    (GOOD.replace("f_prior: 1e-15", "f_prior: {loguniform: [0, 1]}"), "loguniform"),
-    (GOOD.replace("f_prior: 1e-15", "f_prior: {sweep: [1, 2]}"), "a searched value is one of"),
-    (GOOD.replace("name: t", "name: 'a b/c'"), "name: use letters"),
-    ("benchmark: pdigits\nmethods: {finetune: {}}\nseeds: [0]\n", "missing required key 'name'"),
-]
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket closes
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_SPECS)
-def test_malformed_specs_exit_2_with_one_line(text, message, tmp_path, capsys):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    assert main(["run", str(spec), "--storage", str(tmp_path / "runs")]) == 2
+def _existing_experiment(runs: Path) -> None:
+    (runs / "e").mkdir(parents=True)
+
+
+def _experiment_started_without_smoke(runs: Path) -> None:
+    """A resumable experiment (Tune's tuner.pkl) whose saved spec is the full GOOD spec."""
+    _existing_experiment(runs)
+    (runs / "e" / "tuner.pkl").write_bytes(b"")
+    (runs / "full.yaml").write_text(GOOD)
+    record = load_spec(runs / "full.yaml").record()
+    (runs / "e" / SPEC_RECORD).write_text(json.dumps(record))
+
+
+@dataclass(frozen=True)
+class Case:
+    message: str
+    """What the one error line must contain."""
+    spec: str | bytes | None = GOOD
+    """The spec file's content; None passes a directory instead of a file."""
+    flags: tuple[str, ...] = ()
+    """Extra command-line words; ``{tmp}`` and ``{port}`` are filled in."""
+    setup: object = None
+    """Called with the storage directory before the run."""
+    ray: bool = False
+    """Needs a running Ray instance (the check compares against the cluster's resources)."""
+
+
+CASES = {
+    # YAML and structure
+    "invalid YAML": Case("invalid YAML", spec="name: [unclosed"),
+    "not a mapping": Case("expected a mapping", spec="- a\n- b\n"),
+    "not UTF-8": Case("not a UTF-8 text file", spec=b"name: \xff\xfe\n"),
+    "python tag refused": Case("invalid YAML", spec="!!python/object/apply:os.system [echo]\n"),
+    "missing name": Case(
+        "missing required key 'name'", spec="benchmark: pdigits\nmethods: {finetune: {}}\n"
+    ),
+    # an unknown key at each level
+    "unknown top key": Case("spec: unknown key 'colour'", spec=GOOD + "colour: red\n"),
+    "unknown method key": Case(
+        "methods.blip: unknown key 'fprior'", spec=GOOD.replace("f_prior", "fprior")
+    ),
+    "unknown train key": Case(
+        "train: unknown key 'learning_rate'", spec=GOOD + "train: {learning_rate: 0.1}\n"
+    ),
+    "unknown resources key": Case(
+        "resources: unknown key 'tpu'", spec=GOOD + "resources: {tpu: 1}\n"
+    ),
+    "unknown inject_failure key": Case(
+        "inject_failure: unknown key 'after'", spec=GOOD + "inject_failure: {after: 1}\n"
+    ),
+    "unknown search kind": Case(
+        "a searched value is one of", spec=GOOD.replace("1e-15", "{sweep: [1, 2]}")
+    ),
+    # wrong types and values
+    "word for a number": Case(
+        "methods.blip.f_prior: expected a", spec=GOOD.replace("1e-15", "lots")
+    ),
+    "NaN hyperparameter": Case("expected a finite number", spec=GOOD.replace("1e-15", ".nan")),
+    "seeds not a list": Case("seeds: expected a non-empty list", spec=GOOD.replace("[0]", "0")),
+    "fractional width": Case("fc_width: expected an integer", spec=GOOD + "fc_width: 1.5\n"),
+    "string for a boolean": Case("download: expected true or false", spec=GOOD + "download: 'y'\n"),
+    "methods a list": Case(
+        "methods: expected a mapping",
+        spec="name: t\nbenchmark: pdigits\nmethods: [blip]\nseeds: [0]\n",
+    ),
+    "bad name": Case("name: use letters", spec=GOOD.replace("name: t", "name: 'a b/c'")),
+    "unknown benchmark": Case("unknown 'imagenet21k'", spec=GOOD.replace("pdigits", "imagenet21k")),
+    "unknown method": Case("unknown method 'hat'", spec=GOOD.replace("finetune", "hat")),
+    "unknown network": Case("network: unknown 'vgg'", spec=GOOD + "network: vgg\n"),
+    "unknown device": Case("device: expected cpu, cuda or auto", spec=GOOD + "device: tpu\n"),
+    "bad loguniform": Case("loguniform", spec=GOOD.replace("1e-15", "{loguniform: [0, 1]}")),
+    "uniform over an integer": Case(
+        "train.epochs: uniform needs a real-valued setting",
+        spec=GOOD + "train: {epochs: {uniform: [1, 5]}}\n",
+    ),
+    # zero or negative budgets, empty seeds
+    "empty seeds": Case("seeds: expected a non-empty list", spec=GOOD.replace("[0]", "[]")),
+    "negative seed": Case("seeds[1]: must be >= 0", spec=GOOD.replace("[0]", "[0, -1]")),
+    "zero epochs": Case("train.epochs: must be > 0", spec=GOOD + "train: {epochs: 0}\n"),
+    "negative lr": Case("train.lr: must be > 0", spec=GOOD + "train: {lr: -1}\n"),
+    "negative lr in a grid": Case(
+        "train.lr.grid[1]: must be > 0", spec=GOOD + "train: {lr: {grid: [0.1, -1]}}\n"
+    ),
+    "negative batch": Case(
+        "train.batch_size: must be > 0", spec=GOOD + "train: {batch_size: -8}\n"
+    ),
+    "zero tasks": Case("tasks: must be >= 1", spec=GOOD + "tasks: 0\n"),
+    "zero samples": Case("samples: must be >= 1", spec=GOOD + "samples: 0\n"),
+    "negative retries": Case("max_failures: must be >= 0", spec=GOOD + "max_failures: -1\n"),
+    "zero cpus": Case("resources.cpu: must be > 0", spec=GOOD + "resources: {cpu: 0}\n"),
+    # files and storage
+    "missing data_dir": Case(
+        "MNIST",
+        spec=GOOD.replace("pdigits", "mnist5") + "data_dir: {tmp}/nodata\ndownload: false\n",
+    ),
+    "spec is a directory": Case("is a directory", spec=None),
+    "unwritable storage": Case("is not writable", flags=("--storage", "{tmp}/spec.yaml/runs")),
+    "storage URI": Case("URIs are not supported", flags=("--storage", "s3://bucket/runs")),
+    # flags, alone and together
+    "unknown flag": Case("unrecognized arguments: --bogus", flags=("--bogus",)),
+    "name with a path": Case("--name: use letters", flags=("--name", "../elsewhere")),
+    "name clash": Case(
+        "already exists; add --resume", flags=("--name", "e"), setup=_existing_experiment
+    ),
+    "nothing to resume": Case("nothing to resume", flags=("--resume",)),
+    "resume a full run with --smoke": Case(
+        "--resume: e started with tasks=null, this spec has tasks=2",
+        flags=("--resume", "--smoke", "--name", "e"),
+        setup=_experiment_started_without_smoke,
+    ),
+    # the cluster
+    "unreachable address": Case(
+        "cannot reach the Ray cluster at 127.0.0.1:{port}", flags=("--address", "127.0.0.1:{port}")
+    ),
+    "dashboard address": Case(
+        "that is the dashboard (job) address", flags=("--address", "http://127.0.0.1:8265")
+    ),
+    "address without port": Case("expected host:port", flags=("--address", "headnode")),
+    "more CPUs than the cluster": Case(
+        "a trial asks for 64 CPU but the cluster has 2",
+        spec=GOOD + "resources: {cpu: 64}\n",
+        ray=True,
+    ),
+    "a GPU on a CPU cluster": Case(
+        "a trial asks for 1 GPU but the cluster has 0",
+        spec=GOOD + "resources: {gpu: 1}\n",
+        ray=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_input_exits_2_with_one_line(case, tmp_path, request, capsys):
+    if case.ray:
+        request.getfixturevalue("ray_session")
+        capsys.readouterr()  # Ray's own start-up notice, if the instance started just now
+    spec, runs = tmp_path / "spec.yaml", tmp_path / "runs"
+    if case.spec is None:
+        spec = tmp_path
+    elif isinstance(case.spec, bytes):
+        spec.write_bytes(case.spec)
+    else:
+        spec.write_text(case.spec.replace("{tmp}", str(tmp_path)))
+    if case.setup is not None:
+        case.setup(runs)
+    port = _closed_port()
+    flags = [f.replace("{tmp}", str(tmp_path)).replace("{port}", str(port)) for f in case.flags]
+    started = time.monotonic()
+    code = _exit_code(["run", str(spec), "--storage", str(runs), *flags])
     err = capsys.readouterr().err.strip()
-    assert message in err, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert code == 2, err
+    assert case.message.replace("{port}", str(port)) in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("blip-ray: error: "), err
+    assert time.monotonic() - started < 15  # an unreachable address fails fast, too
 
 
-def test_missing_spec_file_and_nothing_to_resume_exit_2(tmp_path, capsys):
-    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_the_table_covers_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+def test_yaml_tags_never_run_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
     spec = tmp_path / "spec.yaml"
-    spec.write_text(GOOD)
-    assert main(["run", str(spec), "--resume", "--storage", str(tmp_path / "runs")]) == 2
-    assert "nothing to resume" in capsys.readouterr().err
+    spec.write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
+    assert _exit_code(["run", str(spec), "--storage", str(tmp_path)]) == 2
+    assert not marker.exists()
 
 
-def test_missing_data_dir_is_a_user_error(tmp_path, capsys):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(GOOD.replace("pdigits", "mnist5") + f"data_dir: {tmp_path / 'nodata'}\n"
-                    "download: false\n")
-    assert main(["run", str(spec), "--storage", str(tmp_path / "runs")]) == 2
-    err = capsys.readouterr().err
-    assert "MNIST" in err and "nodata" in err and len(err.strip().splitlines()) == 1
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse errors
+        return int(stop.code)
 
 
 def test_list_shows_benchmarks_methods_and_defaults(capsys):

@@ -17,7 +17,7 @@ PAPER = ["mnist5", "pmnist", "cifar", "mixture5", "miniimagenet", "miniimagenet-
 
 def test_every_committed_spec_is_valid():
     names = {path.stem for path in SPECS}
-    assert {"pdigits", "digits5", "pdigits-fprior-sweep", *PAPER} <= names
+    assert {"pdigits", "digits5", "pdigits-fprior-sweep", "cartpole3", "atari6", *PAPER} <= names
     for path in SPECS:
         spec = load_spec(path)
         assert spec.name == path.stem
@@ -38,3 +38,21 @@ def test_paper_spec_runs_smoke_on_tiny_files(name, ray_session, tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == set(spec.methods)
     assert all(r["status"] == "ok" and r["tasks_done"] == "2" for r in rows)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cartpole3", "atari6"])
+def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
+    spec = load_spec(f"benchmarks/{name}.yaml")
+    code = main(["run", f"benchmarks/{name}.yaml", "--smoke", "--quiet",
+                 "--storage", str(tmp_path / "runs")])
+    assert code == 0
+    (experiment,) = (tmp_path / "runs").iterdir()
+    with open(experiment / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == set(spec.methods)
+    assert all(r["status"] == "ok" and r["tasks_done"] == "2" for r in rows)
+    with open(experiment / "matrices.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows) * 2 * 2
+    assert "normalized return" in (experiment / "report.md").read_text()

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from blip_ray.data import DataUnavailableError, load_sequence
-from blip_ray.experiments.results import load_trials
+from blip_ray.experiments.connect import UserError, check_resources, init_ray
+from blip_ray.experiments.results import is_finished, load_trials
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
+from blip_ray.experiments.storage import experiment_dir_for, write_spec_record
 from blip_ray.experiments.trainable import supervised_trainable
 from blip_ray.report import markdown_table, write_report
 
-
-class UserError(ValueError):
-    """Bad input that is the user's to fix (exit code 2); the message is one line."""
+__all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
 
 
 @dataclasses.dataclass
@@ -30,6 +34,8 @@ class RunOutcome:
     failed: int
     wall_s: float
     table: str
+    interrupted: bool = False
+    """Stopped by SIGINT/SIGTERM before every trial ended: continue it with ``--resume``."""
 
 
 def to_tune(value: Any) -> Any:
@@ -46,7 +52,12 @@ def to_tune(value: Any) -> Any:
 
 
 def param_space(spec: ExperimentSpec) -> dict[str, Any]:
-    """Grid over methods (each with its own searched hyperparameters) x seeds."""
+    """Grid over methods; per method, its searched hyperparameters x seeds.
+
+    The seed grid sits inside each method's entry and the variant generator runs with
+    ``constant_grid_search``, so a sampled hyperparameter (``uniform``, ``loguniform``, ``choice``)
+    is drawn once per sample and shared by all seeds: mean ± CI over seeds stays meaningful.
+    """
     run = {
         "benchmark": spec.benchmark,
         "data_dir": _absolute(spec.data_dir),
@@ -55,101 +66,58 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         "network": spec.network,
         "width": spec.width,
         "fc_width": spec.fc_width,
-        "train": dataclasses.asdict(spec.train),
+        "train": {
+            **dataclasses.asdict(spec.train),
+            **{k: to_tune(v) for k, v in spec.train_search.items()},
+        },
+        "train_searched": sorted(spec.train_search),
         "cpus_per_trial": spec.resources.cpu,
         "inject_failure_after_task": (
             spec.inject_failure.after_task if spec.inject_failure is not None else None
         ),
+        "track": spec.track,
+        "rl": (
+            {**dataclasses.asdict(spec.rl), "num_env_runners": rl_env_runners(spec)}
+            if spec.rl is not None
+            else None
+        ),
     }
     methods = [
-        {"name": name, "hp": {k: to_tune(v) for k, v in hp.items()}}
+        {
+            "name": name,
+            "hp": {k: to_tune(v) for k, v in hp.items()},
+            "seed": tune.grid_search(list(spec.seeds)),
+        }
         for name, hp in spec.methods.items()
     ]
-    return {
-        "run": run,
-        "method": tune.grid_search(methods),
-        "seed": tune.grid_search(list(spec.seeds)),
-    }
+    return {"run": run, "method": tune.grid_search(methods)}
 
 
 def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
-def init_ray(address: str | None) -> None:
-    """Attach to ``address`` (or RAY_ADDRESS), or start an embedded instance on loopback."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise UserError(
-                f"cannot reach the Ray cluster at {address}: {err}".splitlines()[0]
-            ) from None
-        return
-    ray.init(
-        address="local",
-        num_cpus=os.cpu_count() or 1,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        configure_logging=False,
-        log_to_driver=False,
-    )
-
-
-def experiment_dir_for(
-    spec: ExperimentSpec, *, storage: str | None, name: str | None, resume: bool
-) -> Path:
-    root = Path(storage or spec.storage).expanduser().resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(
-            f"storage {root} is not writable ({err.strerror}); pass --storage DIR"
-        ) from None
-    if not resume:
-        return root / (name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    if name:
-        candidates = [root / name]
-    else:
-        candidates = sorted(
-            (p for p in root.glob(f"{spec.name}-*") if p.is_dir()),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-    for candidate in candidates:
-        if tune.Tuner.can_restore(str(candidate)):
-            return candidate
-    raise UserError(
-        f"nothing to resume: no experiment of '{spec.name}' under {root}; "
-        "run without --resume to start one"
-    )
-
-
 class TaskProgress(tune.Callback):
     """One line per finished task of each trial, on top of Tune's own progress."""
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        if "failed" in result:
+            print(f"[{trial.trial_id}] failed, not retried: {result['failed']}", flush=True)
         if "task" not in result:
             return
         method = trial.config["method"]["name"]
         print(
-            f"[{trial.trial_id}] {method} seed={trial.config['seed']}: task "
+            f"[{trial.trial_id}] {method} seed={trial.config['method']['seed']}: task "
             f"{result['tasks_done']}/{result['num_tasks']} ({result['task_name']}) done, "
             f"acc={result['acc']:.3f}",
             flush=True,
         )
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info):
+        print(f"[{trial.trial_id}] failed; retrying from its last finished task", flush=True)
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
-        print(
-            f"[{trial.trial_id}] failed; retried from its last finished task while retries remain",
-            flush=True,
-        )
+        print(f"[{trial.trial_id}] failed; no retries left", flush=True)
 
 
 def run_experiment(
@@ -166,12 +134,13 @@ def run_experiment(
     # Per-task checkpoints of many short trials trip Tune's snapshot-frequency warning every few
     # seconds; the snapshots are intended, so the warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _check_data(spec)
     init_ray(address)
-    _check_resources(spec)
-    trainable = tune.with_resources(
-        supervised_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    )
+    check_resources(spec)
+    if not resume:
+        write_spec_record(spec, experiment_dir)
+    trainable = trial_trainable(spec)
     start = time.perf_counter()
     if resume:
         tuner = tune.Tuner.restore(
@@ -185,27 +154,92 @@ def run_experiment(
             trainable,
             param_space=param_space(spec),
             tune_config=tune.TuneConfig(
-                num_samples=spec.samples, max_concurrent_trials=spec.max_concurrent
+                num_samples=spec.samples,
+                max_concurrent_trials=spec.max_concurrent,
+                search_alg=BasicVariantGenerator(constant_grid_search=True),
+                # A trial's randomness is all seeded by the trial, so a finished trial's process
+                # can run the next one: no process start and imports per trial (many tiny trials).
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=experiment_dir.name,
                 storage_path=str(experiment_dir.parent),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TaskProgress()],
+                # JSON (read back by results.py) and CSV; no TensorBoard files, whose logger warns
+                # on every list-valued metric (matrix rows, task names).
+                callbacks=[TaskProgress(), JsonLoggerCallback(), CSVLoggerCallback()],
                 verbose=verbose,
             ),
         )
-    tuner.fit()
+    with sigterm_as_sigint():
+        grid = tuner.fit()
     wall = time.perf_counter() - start
+    # Tune ends fit() early, without raising, on SIGINT (its graceful stop): trials that neither
+    # finished nor failed are what an interruption leaves behind.
+    interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     trials = load_trials(experiment_dir)
     write_report(trials, experiment_dir, title=f"{spec.name} ({spec.benchmark})", wall_s=wall)
     failed = sum(t.status != "ok" for t in trials)
-    return RunOutcome(experiment_dir, len(trials), failed, wall, markdown_table(trials))
+    return RunOutcome(
+        experiment_dir, len(trials), failed, wall, markdown_table(trials), interrupted
+    )
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """Make SIGTERM (``kill``, ``ray job stop``, a scheduler's preemption) stop like Ctrl+C.
+
+    During ``fit()`` Tune's SIGINT handler stops the trials and saves the experiment state, so
+    the run can be resumed; Ray's own SIGTERM handler would exit at once instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def trial_trainable(spec: ExperimentSpec) -> Any:
+    """The track's trainable with its resources: an RL trial also reserves its env runners."""
+    if spec.track == "supervised":
+        return tune.with_resources(
+            supervised_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+        )
+    from blip_ray.experiments.rl_trainable import rl_trainable
+
+    runners = rl_env_runners(spec)
+    trial = {"CPU": max(spec.resources.cpu - runners, 1.0), "GPU": spec.resources.gpu}
+    bundles = [trial] + [{"CPU": 1.0}] * runners
+    return tune.with_resources(rl_trainable, tune.PlacementGroupFactory(bundles))
+
+
+def rl_env_runners(spec: ExperimentSpec) -> int:
+    """Remote env runners of each RL trial: the spec's, else sized from the trial's CPUs."""
+    from blip_ray.rl.config import PpoSettings, size_env_runners
+    from blip_ray.rl.sequences import get_rl_sequence
+
+    if spec.rl.num_env_runners is not None:
+        return spec.rl.num_env_runners
+    ppo = PpoSettings(**{**dict(get_rl_sequence(spec.benchmark).ppo), **spec.rl.ppo})
+    return size_env_runners(ppo.num_envs, spec.resources.cpu)
 
 
 def _check_data(spec: ExperimentSpec) -> None:
     """Load the sequence once in the driver, so missing files fail before any trial starts."""
+    if spec.track == "rl":
+        return  # ALE ROMs ship with ale-py; CartPole with gymnasium
     try:
         load_sequence(
             spec.benchmark,
@@ -215,14 +249,3 @@ def _check_data(spec: ExperimentSpec) -> None:
         )
     except DataUnavailableError as err:
         raise UserError(str(err).splitlines()[0]) from None
-
-
-def _check_resources(spec: ExperimentSpec) -> None:
-    available = ray.cluster_resources()
-    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
-        have = available.get(key, 0.0)
-        if need > have:
-            raise UserError(
-                f"resources.{key.lower()}: a trial asks for {need:g} {key} but the "
-                f"cluster has {have:g}; lower it in the spec"
-            )

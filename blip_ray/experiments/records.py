@@ -32,3 +32,7 @@ class TrialResult:
     """What R holds: ``accuracy`` or ``normalized_return``."""
     wall_s: float = 0.0
     """Wall time of the trial's finished tasks, summed."""
+    raw_matrix: list[list[float]] | None = None
+    """RL: the raw game scores behind a normalized ``matrix``."""
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """RL learning curves: ``{"env_steps": n, "returns": [raw return per task]}`` evaluations."""

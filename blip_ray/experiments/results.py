@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from blip_ray import metrics
 from blip_ray.experiments.records import TrialResult
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
@@ -15,6 +18,7 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (
 def load_trials(experiment_dir: Path) -> list[TrialResult]:
     """Every trial of the experiment, finished, failed or cut short, sorted by method and seed."""
     trials = [_load_trial(p.parent) for p in sorted(Path(experiment_dir).glob("*/params.json"))]
+    normalize_rl_returns(trials)
     return sorted(trials, key=lambda t: (t.method, _hp_key(t.hyperparameters), t.seed, t.trial_id))
 
 
@@ -24,10 +28,9 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     last = results[-1] if results else {}
     # Retries restart from a checkpoint, so rows of earlier attempts may repeat: keep the latest.
     by_task = {int(r["task"]): r for r in results if "task" in r}
-    done = int(last.get("tasks_done", 0))
-    num_tasks = int(last.get("num_tasks", 0)) or None
-    error = _error_line(trial_dir / "error.txt")
-    if num_tasks is not None and done >= num_tasks:
+    latest = by_task[max(by_task)] if by_task else {}
+    error = last.get("failed") or _error_line(trial_dir / "error.txt")
+    if is_finished(last) and "failed" not in last:
         status, error = "ok", None
     elif error is not None:
         status = "failed"
@@ -36,18 +39,64 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     return TrialResult(
         trial_id=str(last.get("trial_id", trial_dir.name)),
         method=config["method"]["name"],
-        seed=int(config["seed"]),
-        hyperparameters=dict(config["method"]["hp"]),
+        seed=int(config["method"]["seed"]),
+        hyperparameters=hyperparameters(config),
         status=status,
         error=error,
         task_names=list(last.get("task_names", [])),
-        matrix=[list(map(float, row)) for row in last.get("matrix", [])],
-        initial_row=last.get("initial_row"),
+        matrix=[list(map(float, row)) for row in latest.get("matrix", [])],
+        initial_row=latest.get("initial_row"),
         capacity=[by_task[t].get("capacity") for t in sorted(by_task)],
         state_bytes=[int(by_task[t].get("state_bytes", 0)) for t in sorted(by_task)],
-        metric=str(last.get("metric", "accuracy")),
+        metric=str(latest.get("metric", "accuracy")),
         wall_s=float(sum(by_task[t].get("task_wall_s", 0.0) for t in by_task)),
+        curve=[point for t in sorted(by_task) for point in by_task[t].get("curve", [])],
     )
+
+
+def normalize_rl_returns(trials: list[TrialResult]) -> None:
+    """Raw game scores -> per-game normalized return, in place, for the RL trials.
+
+    Per game u: 0 is the untrained policy's return (its heads start near uniform, so this is the
+    random-policy return; mean over the experiment's trials) and 1 the best return observed for u
+    in any trial of the experiment. ACC, BWT and forgetting are then computed on these values.
+    """
+    rl = [t for t in trials if t.metric == "return" and t.matrix]
+    if not rl:
+        return
+    tasks = max(len(t.matrix[0]) for t in rl)
+    low = np.full(tasks, np.nan)
+    high = np.full(tasks, -np.inf)
+    for u in range(tasks):
+        base = [t.initial_row[u] for t in rl if t.initial_row and u < len(t.initial_row)]
+        low[u] = np.nanmean(base) if base else 0.0
+        for t in rl:
+            high[u] = max(high[u], *(row[u] for row in t.matrix if u < len(row)), low[u])
+    for t in rl:
+        matrix = np.array(t.matrix, dtype=float)
+        t.raw_matrix = t.matrix
+        t.matrix = metrics.normalize_returns(matrix, low, high).tolist()
+        if t.initial_row:
+            baseline = np.array(t.initial_row, dtype=float)[None, :]
+            t.initial_row = metrics.normalize_returns(baseline, low, high)[0].tolist()
+        t.metric = "normalized_return"
+
+
+def is_finished(result: dict[str, Any]) -> bool:
+    """Whether a trial's last result ends it: every task done, or a failure not worth a retry."""
+    if "failed" in result:
+        return True
+    num_tasks = int(result.get("num_tasks") or 0)
+    return num_tasks > 0 and int(result.get("tasks_done") or 0) >= num_tasks
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The method's hyperparameters plus any searched training setting (as ``train.lr``)."""
+    out = dict(config["method"]["hp"])
+    run = config.get("run", {})
+    for key in run.get("train_searched", []):
+        out[f"train.{key}"] = run["train"][key]
+    return out
 
 
 def task_rows(experiment_dir: Path) -> dict[str, list[int]]:
@@ -56,7 +105,8 @@ def task_rows(experiment_dir: Path) -> dict[str, list[int]]:
     for params in sorted(Path(experiment_dir).glob("*/params.json")):
         rows = _read_results(params.parent / "result.json")
         if rows:
-            out[str(rows[-1].get("trial_id", params.parent.name))] = [int(r["task"]) for r in rows]
+            trial_id = str(rows[-1].get("trial_id", params.parent.name))
+            out[trial_id] = [int(r["task"]) for r in rows if "task" in r]
     return out
 
 

@@ -7,6 +7,7 @@ Every key is checked before any trial starts: unknown keys, wrong types and impo
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -85,6 +86,9 @@ class ExperimentSpec:
     width: float = 1.0
     fc_width: int | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
+    train_search: dict[str, SearchLeaf] = field(default_factory=dict)
+    """Searched training settings (``train: {lr: {grid: [...]}}``); ``train`` holds their first
+    values, which only stand for them in validation."""
     data_dir: str | None = None
     download: bool = True
     tasks: int | None = None
@@ -95,6 +99,13 @@ class ExperimentSpec:
     max_concurrent: int | None = None
     inject_failure: FailureInjection | None = None
     description: str = ""
+    rl: Any = None
+    """``RlSpec`` (``rl_spec.py``) for RL benchmarks: budgets, evaluation, PPO; None otherwise."""
+
+    @property
+    def track(self) -> str:
+        """``rl`` for RL task sequences, ``supervised`` otherwise."""
+        return "rl" if self.rl is not None else "supervised"
 
     def smoke(self) -> ExperimentSpec:
         """The same experiment shrunk to seconds: one seed, two tasks, one epoch, tiny Fisher."""
@@ -110,11 +121,17 @@ class ExperimentSpec:
             tasks=min(self.tasks or 2, 2),
             samples=min(self.samples, 2),
             train=dataclasses.replace(self.train, epochs=1),
+            train_search={k: v for k, v in self.train_search.items() if k != "epochs"},
             methods=methods,
+            rl=self.rl.smoke() if self.rl is not None else None,
         )
 
+    def record(self) -> dict[str, Any]:
+        """The spec as plain JSON values: saved with the results, compared on ``--resume``."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
-TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} | {"device"}
+
+TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search"} | {"device"}
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
@@ -135,11 +152,14 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML spec file."""
     path = Path(path)
     if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "does not exist"
         raise SpecError(
-            f"spec file {path} does not exist; pass a YAML file such as benchmarks/pdigits.yaml"
+            f"spec file {path} {problem}; pass a YAML file such as benchmarks/pdigits.yaml"
         )
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe)
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file; a spec is YAML text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -159,8 +179,14 @@ def parse_spec(raw: Any) -> ExperimentSpec:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpecError(f"name: use letters, digits, '.', '_' or '-' only, got {name!r}")
     benchmark = _string(raw["benchmark"], "benchmark")
-    if benchmark not in SEQUENCES:
-        raise SpecError(f"benchmark: unknown {benchmark!r}; known: {', '.join(sorted(SEQUENCES))}")
+    from blip_ray.experiments.rl_spec import RL_SEQUENCES, parse_rl
+
+    rl = benchmark in RL_SEQUENCES
+    if benchmark not in SEQUENCES and not rl:
+        known = ", ".join(sorted([*SEQUENCES, *RL_SEQUENCES]))
+        raise SpecError(f"benchmark: unknown {benchmark!r}; known: {known}")
+    if not rl and "rl" in raw:
+        raise SpecError(f"rl: only RL benchmarks ({', '.join(sorted(RL_SEQUENCES))}) take it")
     network = _string(raw.get("network", DEFAULT_NETWORKS.get(benchmark, "mlp")), "network")
     if network not in MODELS:
         raise SpecError(f"network: unknown {network!r}; known: {', '.join(sorted(MODELS))}")
@@ -170,17 +196,19 @@ def parse_spec(raw: Any) -> ExperimentSpec:
     seeds = tuple(_integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
     if len(set(seeds)) != len(seeds):
         raise SpecError("seeds: the list repeats a seed")
+    train, train_search = _train(raw.get("train", {}), raw.get("device", "cpu"))
     return ExperimentSpec(
         name=name,
         benchmark=benchmark,
         network=network,
         seeds=seeds,
-        methods=_methods(raw["methods"]),
+        methods=_methods(raw["methods"], rl=rl),
         width=_number(raw.get("width", 1.0), "width", positive=True),
         fc_width=None
         if raw.get("fc_width") is None
         else _integer(raw["fc_width"], "fc_width", minimum=1),
-        train=_train(raw.get("train", {}), raw.get("device", "cpu")),
+        train=train,
+        train_search=train_search,
         data_dir=None if raw.get("data_dir") is None else _string(raw["data_dir"], "data_dir"),
         download=_boolean(raw.get("download", True), "download"),
         tasks=None if raw.get("tasks") is None else _integer(raw["tasks"], "tasks", minimum=1),
@@ -193,25 +221,28 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         else _integer(raw["max_concurrent"], "max_concurrent", minimum=1),
         inject_failure=_injection(raw.get("inject_failure")),
         description=str(raw.get("description", "")),
+        rl=parse_rl(raw.get("rl")) if rl else None,
     )
 
 
-def _methods(raw: Any) -> dict[str, dict[str, Any]]:
+def _methods(raw: Any, *, rl: bool = False) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict) or not raw:
         raise SpecError(
             "methods: expected a mapping of method name -> hyperparameters, "
             "e.g. {blip: {f_prior: 1e-15}, finetune: {}}"
         )
     out: dict[str, dict[str, Any]] = {}
+    registry = _rl_methods() if rl else {name: cls.config_class for name, cls in METHODS.items()}
     for name, hp in raw.items():
-        if name not in METHODS:
+        if name not in registry:
+            track = "RL " if rl else ""
             raise SpecError(
-                f"methods: unknown method {name!r}; known: {', '.join(sorted(METHODS))}"
+                f"methods: unknown {track}method {name!r}; known: {', '.join(sorted(registry))}"
             )
         hp = {} if hp is None else hp
         if not isinstance(hp, dict):
             raise SpecError(f"methods.{name}: expected a mapping of hyperparameters, got {hp!r}")
-        config_class = METHODS[name].config_class
+        config_class = registry[name]
         fields = {f.name: f for f in dataclasses.fields(config_class)}
         hints = typing.get_type_hints(config_class)
         _unknown(hp, set(fields), f"methods.{name}")
@@ -235,6 +266,13 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
             raise SpecError(f"methods.{name}: {err}") from None
         out[name] = parsed
     return out
+
+
+def _rl_methods() -> dict[str, type]:
+    """RL method name -> the config class of the shared method it builds on."""
+    from blip_ray.rl.methods import RL_METHODS
+
+    return {name: METHODS[entry.method].config_class for name, entry in RL_METHODS.items()}
 
 
 def _search_leaf(value: dict[str, Any], where: str) -> SearchLeaf:
@@ -283,22 +321,40 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _train(raw: Any, device: Any) -> TrainSettings:
+def _train(raw: Any, device: Any) -> tuple[TrainSettings, dict[str, SearchLeaf]]:
+    """Fixed settings, plus the searched ones (checked value by value, e.g. every grid lr > 0)."""
     if not isinstance(raw, dict):
         raise SpecError("train: expected a mapping of training settings")
     _unknown(raw, set(TRAIN_KEYS), "train")
     hints = typing.get_type_hints(TrainSettings)
-    values = {k: _typed(v, hints[k], f"train.{k}") for k, v in raw.items()}
-    for key in ("lr", "batch_size", "epochs", "lr_factor"):
-        if key in values and not values[key] > 0:
-            raise SpecError(f"train.{key}: must be > 0, got {values[key]}")
-    for key in ("lr_patience", "lr_min", "momentum", "clipgrad"):
-        if key in values and values[key] < 0:
-            raise SpecError(f"train.{key}: must be >= 0, got {values[key]}")
+    values, search = {}, {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            leaf = _search_leaf(value, f"train.{key}")
+            if leaf.kind not in ("grid", "choice") and hints[key] is not float:
+                raise SpecError(f"train.{key}: {leaf.kind} needs a real-valued setting; use grid")
+            checked = [
+                _train_value(key, v, hints[key], f"train.{key}.{leaf.kind}[{i}]")
+                for i, v in enumerate(leaf.values)
+            ]
+            if leaf.kind in ("grid", "choice"):
+                leaf = SearchLeaf(leaf.kind, tuple(checked))
+            search[key], values[key] = leaf, checked[0]
+        else:
+            values[key] = _train_value(key, value, hints[key], f"train.{key}")
     device = _string(device, "device")
     if device not in ("cpu", "cuda", "auto"):
         raise SpecError(f"device: expected cpu, cuda or auto, got {device!r}")
-    return TrainSettings(**values, device=device)
+    return TrainSettings(**values, device=device), search
+
+
+def _train_value(key: str, value: Any, hint: Any, where: str) -> Any:
+    value = _typed(value, hint, where)
+    if key in ("lr", "batch_size", "epochs", "lr_factor") and not value > 0:
+        raise SpecError(f"{where}: must be > 0, got {value}")
+    if key in ("lr_patience", "lr_min", "momentum", "clipgrad") and value < 0:
+        raise SpecError(f"{where}: must be >= 0, got {value}")
+    return value
 
 
 def _resources(raw: Any) -> Resources:

@@ -1,0 +1,96 @@
+"""Reaching Ray: an existing cluster (``--address`` / ``RAY_ADDRESS``) or an embedded instance.
+
+Bad addresses fail in seconds with one line (``ray.init`` alone can wait a minute on an address
+nobody answers). Clusters started with ``ray start`` use token authentication: a driver given an
+explicit address sends the token only with ``RAY_AUTH_MODE=token`` set, so a refusal says that.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import ray
+
+from blip_ray.experiments.spec import ExperimentSpec
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long the TCP probe of a cluster address may wait before the run gives up."""
+
+
+class UserError(ValueError):
+    """Bad input that is the user's to fix (exit code 2); the message is one line."""
+
+
+def init_ray(address: str | None) -> None:
+    """Attach to ``address`` (or RAY_ADDRESS), or start an embedded instance on loopback.
+
+    An already initialized Ray (a test session, a notebook) is reused; an explicit address is
+    still checked, so a typo fails instead of being ignored.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto", "local"):
+        check_reachable(address)
+    if ray.is_initialized():
+        return
+    if address in (None, "local"):
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+            log_to_driver=False,
+        )
+        return
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
+        raise UserError(_connect_failure(address, err)) from None
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast, with one line, unless something listens at ``address`` (host:port)."""
+    if address.startswith(("http://", "https://")):
+        raise UserError(
+            f"--address {address}: that is the dashboard (job) address; `blip-ray run` needs "
+            "the cluster address host:port (port 6379 by default), or submit with `ray job submit`"
+        )
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected host:port, e.g. 10.0.0.5:6379, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({reason}); start one with "
+            "`ray start --head` or check --address / RAY_ADDRESS"
+        ) from None
+
+
+def _connect_failure(address: str, err: Exception) -> str:
+    text = " ".join(str(err).split())
+    if "authentication" in text.lower() or "token" in text.lower():
+        return (
+            f"the Ray cluster at {address} refused this driver's authentication; export "
+            "RAY_AUTH_MODE=token and make the cluster's token available (RAY_AUTH_TOKEN_PATH "
+            "or ~/.ray/auth_token)"
+        )
+    first = text.split(". ")[0][:300]
+    return f"cannot connect to the Ray cluster at {address}: {first}"
+
+
+def check_resources(spec: ExperimentSpec) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever: refuse it."""
+    available = ray.cluster_resources()
+    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
+        have = available.get(key, 0.0)
+        if need > have:
+            raise UserError(
+                f"resources.{key.lower()}: a trial asks for {need:g} {key} but the "
+                f"cluster has {have:g}; lower it in the spec"
+            )

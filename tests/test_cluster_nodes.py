@@ -1,0 +1,153 @@
+"""Several Ray nodes on 127.0.0.1; one dies mid-run and nothing finished is lost or changed.
+
+A head (1 CPU) and a worker node (1 CPU) from ``ray.cluster_utils.Cluster``, every node given
+127.0.0.1 and kept there (the nodes start in-process, so Ray does not swap in the machine's
+interface address), token authentication on. Four trials run two at a time, one per node; the
+worker node is killed once it has reported a task. Its trial is retried from its last checkpoint
+on the head, and every trial's accuracy matrix equals an uninterrupted run's with the same seeds.
+
+The cluster and its driver (``run_experiment`` with the cluster's address, what ``blip-ray run
+--address`` calls) run in a subprocess -- this file, run as a script -- because the test process
+already holds the session's Ray instance. All nodes share this machine's disk, so checkpoints under
+an absolute ``--storage`` reach the surviving node; on machines of their own they need shared
+storage (README, "Running on a cluster").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from blip_ray.experiments.launch import run_experiment
+from blip_ray.experiments.results import load_trials, task_rows
+from blip_ray.experiments.spec import load_spec
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ray]
+
+SPEC = """\
+name: nodes
+benchmark: pdigits
+fc_width: 32
+tasks: 4
+train: {lr: 0.1, epochs: 60, lr_patience: 1000}   # under a second per task, every epoch run
+methods: {finetune: {}, ewc: {lamb: 100}}
+seeds: [0, 1]
+max_failures: 2
+"""
+
+
+def test_a_dead_worker_node_costs_no_finished_task_and_changes_no_number(
+    ray_session, tmp_path, request
+):
+    spec = tmp_path / "nodes.yaml"
+    spec.write_text(SPEC)
+    reference = run_experiment(load_spec(spec), storage=str(tmp_path / "reference"), verbose=0)
+    expected = {(t.method, t.seed): t.matrix for t in load_trials(reference.experiment_dir)}
+
+    # Short root: Ray's socket paths must stay under the 107-byte AF_UNIX limit.
+    root = Path(tempfile.mkdtemp(prefix="br-"))
+    (root / "token").write_text(secrets.token_hex(32))
+    (root / "token").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_"))}
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(root / "token"),
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # the driver resolves 127.0.0.1 to 127.0.0.1
+        RAY_TMPDIR=str(root),  # Ray's "current cluster" file stays in the test's directory
+    )
+    out, log = root / "outcome.json", tmp_path / "driver.log"
+    command = [sys.executable, __file__, str(spec), str(root / "runs"), str(out)]
+    with open(log, "w") as sink:
+        driver = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        assert driver.wait(timeout=400) == 0, log.read_text()[-4000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the cluster too, if the driver hung
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
+    outcome = json.loads(out.read_text())
+    experiment = root / "runs" / "nodes"
+
+    rows = {p.parent.name: _rows(p) for p in experiment.glob("*/result.json")}
+    node_ids = {row["node_id"] for trial in rows.values() for row in trial}
+    assert node_ids == {outcome["head"], outcome["worker"]}  # trials ran on both nodes
+    worker_rows = sum(r["node_id"] == outcome["worker"] for t in rows.values() for r in t)
+    assert worker_rows == outcome["worker_rows_at_kill"]  # nothing ran there after the kill
+    moved = [t for t in rows.values() if t[0]["node_id"] == outcome["worker"]]
+    assert moved and all(t[-1]["node_id"] == outcome["head"] for t in moved)
+    assert all(t[-1]["tasks_done"] == 4 for t in moved)
+    for trial, tasks in task_rows(experiment).items():
+        assert tasks == [0, 1, 2, 3], f"{trial} redid a task: {tasks}"
+    trials = load_trials(experiment)
+    assert outcome["failed"] == 0 and all(t.status == "ok" for t in trials)
+    assert {(t.method, t.seed): t.matrix for t in trials} == expected
+
+
+def _rows(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a row still being written
+            out.append(json.loads(line))
+    return out
+
+
+def _rows_from(experiment: Path, node_id: str) -> int:
+    return sum(
+        row.get("node_id") == node_id
+        for path in experiment.glob("*/result.json")
+        for row in _rows(path)
+    )
+
+
+def _main(spec: str, storage: str, out: str) -> None:
+    """The subprocess: a two-node cluster on 127.0.0.1, the spec run on it, the worker killed."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    root = Path(storage).parent
+    common = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**common, "include_dashboard": False, "temp_dir": str(root / "ray")},
+    )
+    worker = cluster.add_node(**common)
+    experiment = Path(storage) / "nodes"
+    killed: dict[str, int] = {}
+
+    def kill_worker_once_it_reported_a_task() -> None:
+        while not _rows_from(experiment, worker.node_id):
+            time.sleep(0.05)
+        cluster.remove_node(worker, allow_graceful=False)  # every process of the node, at once
+        killed["rows"] = _rows_from(experiment, worker.node_id)
+
+    threading.Thread(target=kill_worker_once_it_reported_a_task, daemon=True).start()
+    outcome = run_experiment(
+        load_spec(spec), address=cluster.address, storage=storage, name="nodes", verbose=0
+    )
+    result = {
+        "head": cluster.head_node.node_id,
+        "worker": worker.node_id,
+        "worker_rows_at_kill": killed.get("rows"),
+        "failed": outcome.failed,
+    }
+    Path(out).write_text(json.dumps(result))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:4])
