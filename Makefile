@@ -29,3 +29,4 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/perf/quant.py
 	$(BIN)/python benchmarks/perf/supervised.py
+	$(BIN)/python benchmarks/perf/rl.py
