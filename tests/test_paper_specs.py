@@ -30,8 +30,18 @@ def test_paper_spec_runs_smoke_on_tiny_files(name, ray_session, tmp_path):
     spec = load_spec(f"benchmarks/{name}.yaml")
     data = tmp_path / "data"
     write_tiny_dataset(spec.benchmark, data)
-    code = main(["run", f"benchmarks/{name}.yaml", "--smoke", "--quiet", "--data-dir", str(data),
-                 "--storage", str(tmp_path / "runs")])
+    code = main(
+        [
+            "run",
+            f"benchmarks/{name}.yaml",
+            "--smoke",
+            "--quiet",
+            "--data-dir",
+            str(data),
+            "--storage",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     (experiment,) = (tmp_path / "runs").iterdir()
     with open(experiment / "summary.csv") as f:
@@ -45,8 +55,16 @@ def test_paper_spec_runs_smoke_on_tiny_files(name, ray_session, tmp_path):
 @pytest.mark.parametrize("name", ["cartpole3", "atari6"])
 def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
     spec = load_spec(f"benchmarks/{name}.yaml")
-    code = main(["run", f"benchmarks/{name}.yaml", "--smoke", "--quiet",
-                 "--storage", str(tmp_path / "runs")])
+    code = main(
+        [
+            "run",
+            f"benchmarks/{name}.yaml",
+            "--smoke",
+            "--quiet",
+            "--storage",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     (experiment,) = (tmp_path / "runs").iterdir()
     with open(experiment / "summary.csv") as f:

@@ -10,9 +10,14 @@ from blip_ray.experiments.launch import param_space
 from blip_ray.experiments.spec import parse_spec
 
 SPEC = {
-    "name": "s", "benchmark": "pdigits", "seeds": [0, 1, 2], "samples": 3,
-    "methods": {"blip": {"f_prior": {"loguniform": [1e-17, 1e-11]}},
-                "ewc": {"lamb": {"grid": [10, 100]}}},
+    "name": "s",
+    "benchmark": "pdigits",
+    "seeds": [0, 1, 2],
+    "samples": 3,
+    "methods": {
+        "blip": {"f_prior": {"loguniform": [1e-17, 1e-11]}},
+        "ewc": {"lamb": {"grid": [10, 100]}},
+    },
 }
 
 

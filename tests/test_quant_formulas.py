@@ -151,7 +151,9 @@ def test_fresh_layer_clip_interval_is_clip_bounds_at_zero():
     layer = QuantConv2d(3, 4, 2, variant="rl", f_prior=1.0)
     for name, p in layer.blip_params():
         lower, upper = clip_bounds(
-            torch.zeros_like(p), torch.zeros_like(p, dtype=torch.int8), layer.bounds[name],
+            torch.zeros_like(p),
+            torch.zeros_like(p, dtype=torch.int8),
+            layer.bounds[name],
             max_bit=MAX_BIT,
         )
         assert torch.equal(layer.state(name, "lower"), lower)

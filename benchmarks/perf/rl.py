@@ -25,7 +25,7 @@ import ray  # noqa: E402
 from blip_ray.rl.config import PpoSettings, RlExperimentConfig, build_ppo_config  # noqa: E402
 
 PPO_SETTINGS = PpoSettings(num_envs=8, rollout_length=32, num_epochs=2, num_minibatches=4)
-ITERATIONS = 5
+ITERATIONS = 12
 
 
 def build(method: str):

@@ -29,7 +29,7 @@ def init_ray(address: str | None) -> None:
     still checked, so a typo fails instead of being ignored.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address not in (None, "auto", "local"):
+    if address not in (None, "local"):
         check_reachable(address)
     if ray.is_initialized():
         return
@@ -51,24 +51,40 @@ def init_ray(address: str | None) -> None:
 
 
 def check_reachable(address: str) -> None:
-    """Fail fast, with one line, unless something listens at ``address`` (host:port)."""
+    """Fail fast, with one line, unless something listens where ``ray.init(address)`` dials."""
     if address.startswith(("http://", "https://")):
         raise UserError(
             f"--address {address}: that is the dashboard (job) address; `blip-ray run` needs "
             "the cluster address host:port (port 6379 by default), or submit with `ray job submit`"
         )
-    host_port = address.removeprefix("ray://")
-    host, _, port = host_port.rpartition(":")
+    dialed = address.removeprefix("ray://") if "://" in address else _bootstrap(address)
+    host, _, port = dialed.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"--address {address}: expected host:port, e.g. 10.0.0.5:6379, or auto")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as err:
-        reason = err.strerror or type(err).__name__
+        via = f" (dialled as {dialed})" if dialed != address else ""
         raise UserError(
-            f"cannot reach the Ray cluster at {address} ({reason}); start one with "
-            "`ray start --head` or check --address / RAY_ADDRESS"
+            f"cannot reach the Ray cluster at {address}{via}: {err.strerror or 'no answer'}; "
+            "start one with `ray start --head` or check --address / RAY_ADDRESS"
+        ) from None
+
+
+def _bootstrap(address: str) -> str:
+    """What ``ray.init`` dials for ``address``: ``auto`` becomes this machine's latest cluster
+    (a stale record of a stopped one would make ``ray.init`` hang), and a loopback host the
+    machine's interface address unless Ray's single-machine mode is on."""
+    from ray._private.services import canonicalize_bootstrap_address  # what ray.init calls
+
+    try:
+        return canonicalize_bootstrap_address(address) or address
+    except ConnectionError as err:  # "auto" and nothing running
+        raise UserError(f"--address {address}: {str(err).split('. ')[0]}") from None
+    except ValueError:  # no port
+        raise UserError(
+            f"--address {address}: expected host:port, e.g. 10.0.0.5:6379, or auto"
         ) from None
 
 

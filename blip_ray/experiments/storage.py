@@ -29,6 +29,7 @@ RESULT_KEYS = (
     "train_search",
     "download",
     "inject_failure",
+    "rl",
 )
 """The spec keys that decide what the trials compute; resuming with other values is refused."""
 

@@ -1,18 +1,25 @@
-"""The example deployments in deploy/ stay valid: the launcher config against Ray's own schema,
-the KubeRay RayJob's token auth and entrypoint against this repository."""
+"""Safe defaults: the dashboard on loopback, checkpoints loaded as weights only, and example
+deployments (deploy/) that keep token authentication on and stay valid against Ray's own schema
+and this repository."""
 
 from __future__ import annotations
 
 import json
+import pickle
 import shlex
 from pathlib import Path
 
 import jsonschema
+import pytest
 import ray
+import torch
 import yaml
+from ray import tune
 
 from blip_ray.cli import build_parser
+from blip_ray.experiments import connect
 from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.trainable import STATE_FILE, _restore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,3 +48,34 @@ def test_the_rayjob_runs_a_committed_spec_with_token_auth_on_shared_storage():
         (container,) = pod["template"]["spec"]["containers"]
         assert any(args.storage.startswith(m["mountPath"]) for m in container["volumeMounts"])
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_embedded_instance_keeps_its_dashboard_on_loopback(monkeypatch):
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(connect.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(connect.ray, "init", lambda **kwargs: calls.append(kwargs))
+    connect.init_ray(None)
+    (kwargs,) = calls
+    assert kwargs["address"] == "local" and kwargs["include_dashboard"] is False
+    assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["_node_ip_address"] == "127.0.0.1"
+
+
+class _Payload:
+    """Unpickling this calls ``Path.touch``: what a tampered checkpoint could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_carrying_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    torch.save({"next_task": 1, "model": _Payload(marker)}, checkpoint / STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        _restore(tune.Checkpoint.from_directory(str(checkpoint)))
+    assert not marker.exists()
