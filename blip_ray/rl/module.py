@@ -23,6 +23,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.numpy import convert_to_numpy
 from ray.rllib.utils.typing import StateDict
 from torch import nn
 from torch.nn import functional as F
@@ -236,10 +237,14 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         inference_only: bool = False,
         **kwargs: Any,
     ) -> StateDict:
-        """The full state, or for ``inference_only`` (weight syncs) all but BLIP's buffers."""
-        state = super().get_state(
+        """The full state, or for ``inference_only`` (weight syncs) all but BLIP's buffers.
+
+        The buffers are dropped before the numpy conversion: converting them (six copies of the
+        trunk) only to throw them away cost a weight sync as much as ~6% of a PPO iteration.
+        """
+        if inference_only and not self.inference_only:
+            state = {k: v for k, v in self.state_dict().items() if k not in self.learner_only_keys}
+            return convert_to_numpy(state)
+        return super().get_state(
             components, not_components=not_components, inference_only=inference_only, **kwargs
         )
-        if inference_only and not self.inference_only:
-            state = {k: v for k, v in state.items() if k not in self.learner_only_keys}
-        return state
