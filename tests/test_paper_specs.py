@@ -43,11 +43,7 @@ def test_paper_spec_runs_smoke_on_tiny_files(name, ray_session, tmp_path):
         ]
     )
     assert code == 0
-    (experiment,) = (tmp_path / "runs").iterdir()
-    with open(experiment / "summary.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == set(spec.methods)
-    assert all(r["status"] == "ok" and r["tasks_done"] == "2" for r in rows)
+    experiment, rows = _ok_smoke_rows(tmp_path, spec)
 
 
 @pytest.mark.ray
@@ -66,11 +62,17 @@ def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
         ]
     )
     assert code == 0
+    experiment, rows = _ok_smoke_rows(tmp_path, spec)
+    with open(experiment / "matrices.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows) * 2 * 2
+    assert "normalized return" in (experiment / "report.md").read_text()
+
+
+def _ok_smoke_rows(tmp_path, spec) -> tuple[Path, list[dict[str, str]]]:
+    """The smoke experiment's directory and summary rows: every method, each ok after 2 tasks."""
     (experiment,) = (tmp_path / "runs").iterdir()
     with open(experiment / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == set(spec.methods)
     assert all(r["status"] == "ok" and r["tasks_done"] == "2" for r in rows)
-    with open(experiment / "matrices.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(rows) * 2 * 2
-    assert "normalized return" in (experiment / "report.md").read_text()
+    return experiment, rows

@@ -135,11 +135,11 @@ TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
-class _Loader(yaml.SafeLoader):
+class _FloatSafeLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-15`` (no dot) as a float, as people write F_prior."""
 
 
-_Loader.add_implicit_resolver(
+_FloatSafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
@@ -157,7 +157,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             f"spec file {path} {problem}; pass a YAML file such as benchmarks/pdigits.yaml"
         )
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_FloatSafeLoader)  # noqa: S506 (safe)
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file; a spec is YAML text") from None
     except yaml.YAMLError as err:
