@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
+from blip_ray.experiments.loggers import CsvRows, JsonRows
 from blip_ray.experiments.results import is_finished, load_trials
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import experiment_dir_for, write_spec_record
@@ -166,9 +166,10 @@ def run_experiment(
                 storage_path=str(experiment_dir.parent),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                # JSON (read back by results.py) and CSV; no TensorBoard files, whose logger warns
+                # JSON (read back by results.py) and CSV, each task's row written only once its
+                # checkpoint is registered (loggers.py); no TensorBoard files, whose logger warns
                 # on every list-valued metric (matrix rows, task names).
-                callbacks=[TaskProgress(), JsonLoggerCallback(), CSVLoggerCallback()],
+                callbacks=[TaskProgress(), JsonRows(), CsvRows()],
                 verbose=verbose,
             ),
         )

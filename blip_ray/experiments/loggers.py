@@ -1,0 +1,60 @@
+"""Result files whose task rows never run ahead of the checkpoints Tune has registered.
+
+A trial reports each finished task together with a checkpoint. Tune writes the result to the
+trial's ``result.json`` as soon as it arrives, but registers the checkpoint only after a second
+round trip to the trial (its ``save``), and a resumed experiment restores trials from the
+registered checkpoints. A SIGINT or SIGTERM landing between the two would leave a row for a task
+whose checkpoint is lost, and ``--resume`` would train and record that task a second time.
+
+These loggers hold back a result that carries a checkpoint until Tune has registered that
+checkpoint (``on_trial_save``), so a row on disk always means its task is in the experiment state
+that Tune saves on a graceful stop. A result held back when the trial fails is dropped with the
+checkpoint it came with: the retry redoes that task and records it once. Results without a
+checkpoint (a failure report, Tune's final duplicate) are written at once, after any held row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import SHOULD_CHECKPOINT
+
+
+class _RowsAfterCheckpoint:
+    """Mixin over a Tune ``LoggerCallback``: write checkpointed results once registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: dict[Any, tuple[int, dict[str, Any]]] = {}
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        if result.get(SHOULD_CHECKPOINT):
+            self._held[trial] = (iteration, dict(result))
+            return
+        self._release(trial)
+        super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
+
+    def log_trial_save(self, trial: Any) -> None:
+        self._release(trial)
+        super().log_trial_save(trial)  # type: ignore[misc]
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        if failed:
+            self._held.pop(trial, None)
+        else:
+            self._release(trial)
+        super().log_trial_end(trial, failed)  # type: ignore[misc]
+
+    def _release(self, trial: Any) -> None:
+        held = self._held.pop(trial, None)
+        if held is not None:
+            super().log_trial_result(held[0], trial, held[1])  # type: ignore[misc]
+
+
+class JsonRows(_RowsAfterCheckpoint, JsonLoggerCallback):
+    """Tune's ``result.json`` logger (read back by ``results.py``), rows after checkpoints."""
+
+
+class CsvRows(_RowsAfterCheckpoint, CSVLoggerCallback):
+    """Tune's ``progress.csv`` logger, rows after checkpoints."""

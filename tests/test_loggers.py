@@ -1,0 +1,67 @@
+"""Task rows reach result.json only once Tune has registered the task's checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray.tune.result import SHOULD_CHECKPOINT
+
+from blip_ray.experiments.loggers import CsvRows, JsonRows
+from blip_ray.experiments.results import task_rows
+
+
+class _Trial:
+    """What Tune's JSON and CSV loggers read of a trial."""
+
+    def __init__(self, path: Path) -> None:
+        self.local_path = str(path)
+        self.config = {"method": {"name": "finetune", "seed": 0}}
+        self.checkpoint = None
+        self.init_local_path()
+
+    def init_local_path(self) -> None:
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
+def _result(task: int, *, checkpoint: bool = True) -> dict:
+    return {"trial_id": "t0", "task": task, "tasks_done": task + 1, SHOULD_CHECKPOINT: checkpoint}
+
+
+def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path):
+    trial = _Trial(tmp_path / "t0")
+    loggers = [JsonRows(), CsvRows()]
+    for logger in loggers:
+        logger.on_trial_start(0, [trial], trial)
+
+    def send(hook: str, *args) -> None:
+        for logger in loggers:
+            getattr(logger, hook)(0, [trial], trial, *args)
+
+    send("on_trial_result", _result(0))
+    assert task_rows(tmp_path) == {}  # reported, checkpoint not registered yet
+    send("on_trial_save")
+    assert task_rows(tmp_path) == {"t0": [0]}
+
+    send("on_trial_result", _result(1))
+    send("on_trial_error")  # the trial died before Tune registered task 1's checkpoint
+    assert task_rows(tmp_path) == {"t0": [0]}
+
+    for logger in loggers:
+        logger.on_trial_start(0, [trial], trial)  # the retry, from task 0's checkpoint
+    send("on_trial_result", _result(1))
+    send("on_trial_result", {"trial_id": "t0", "failed": "NonFiniteLossError: nan"})
+    assert task_rows(tmp_path) == {"t0": [0, 1]}  # a row without a checkpoint flushes the held one
+    send("on_trial_complete")
+    rows = (tmp_path / "t0" / "result.json").read_text().splitlines()
+    assert len(rows) == 3 and '"failed"' in rows[-1]
+    csv_lines = (tmp_path / "t0" / "progress.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in csv_lines[1:]] == ["0", "1", ""]  # the failure: no task
+
+
+def test_a_held_row_is_written_when_the_trial_ends_normally(tmp_path):
+    trial = _Trial(tmp_path / "t0")
+    logger = JsonRows()
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_result(0, [trial], trial, _result(0))
+    logger.on_trial_complete(0, [trial], trial)
+    assert task_rows(tmp_path) == {"t0": [0]}
