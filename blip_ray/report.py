@@ -392,6 +392,43 @@ def _trial_line(trial: TrialResult) -> str:
     return f"- {trial.method}, seed {trial.seed}, {setting} ({where}){error}"
 
 
+def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
+    """RL: the budget the trials ran with and each task's normalization scale."""
+    rl = [t for t in trials if t.normalization]
+    if not rl:
+        return []
+    lines = []
+    budgets = {json.dumps(t.budget, sort_keys=True) for t in rl if t.budget}
+    if budgets:
+        lines += ["", "## Budget", ""]
+        for text in sorted(budgets):
+            budget = json.loads(text)
+            cap = budget.get("eval_max_steps")
+            lines.append(
+                f"- {budget['steps_per_task']:,} env steps per task; evaluation: "
+                f"{budget['eval_episodes']} deterministic episodes per task"
+                + (f", each capped at {cap:,} agent steps" if cap else ", played to the end")
+                + "."
+            )
+    lines += [
+        "",
+        "## Normalization",
+        "",
+        "Per task, a raw return R reads (R - random) / (top - random): 0 is a uniformly random "
+        "policy (same episodes and cap as the evaluation), 1 a single-task reference return "
+        "from the spec (rl.reference_returns) or, without one, the best return any trial of "
+        "this experiment reached. Learning curves show raw scores.",
+        "",
+        "| Task | Random policy (0) | Top (1) | Top from |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(s['task'])} | {s['low']:.4g} | {s['high']:.4g} | {s['source']} |"
+        for s in rl[0].normalization or []
+    ]
+    return lines
+
+
 def _markdown(
     trials: Sequence[TrialResult], plots: list[tuple[str, Path]], title: str, wall_s: float | None
 ) -> str:
@@ -412,6 +449,7 @@ def _markdown(
         f"{len(trials)}); summary.csv lists every trial. FWT is against the untrained network; "
         "n/a: not defined for this method or run. State: bytes of method state kept after the "
         "last task (mean over seeds).",
+        *_rl_sections(trials),
         *("", "## Failed trials", ""),
     ]
     failed = [trial for trial in trials if trial.status == "failed"]

@@ -25,6 +25,7 @@ benchmark: pdigits
 methods: {blip: {f_prior: 1e-15}, finetune: {}}
 seeds: [0]
 """
+RL_GOOD = "name: r\nbenchmark: cartpole3\nmethods: {blip: {}, finetune: {}}\nseeds: [0]\n"
 
 
 def _closed_port() -> int:
@@ -101,6 +102,20 @@ CASES = {
     "bad name": Case("name: use letters", spec=GOOD.replace("name: t", "name: 'a b/c'")),
     "unknown benchmark": Case("unknown 'imagenet21k'", spec=GOOD.replace("pdigits", "imagenet21k")),
     "unknown method": Case("unknown method 'hat'", spec=GOOD.replace("finetune", "hat")),
+    # the RL section
+    "rl on a supervised benchmark": Case("rl: only RL benchmarks", spec=GOOD + "rl: {}\n"),
+    "unknown rl key": Case("rl: unknown key 'episodes'", spec=RL_GOOD + "rl: {episodes: 3}\n"),
+    "zero steps per task": Case(
+        "rl.steps_per_task: must be >= 1", spec=RL_GOOD + "rl: {steps_per_task: 0}\n"
+    ),
+    "reference for an unknown task": Case(
+        "rl.reference_returns: unknown task 'Pong'; cartpole3's tasks are cartpole-0",
+        spec=RL_GOOD + "rl: {reference_returns: {Pong: 21}}\n",
+    ),
+    "reference not a number": Case(
+        "rl.reference_returns.cartpole-1: expected a finite number",
+        spec=RL_GOOD + "rl: {reference_returns: {cartpole-1: high}}\n",
+    ),
     "unknown network": Case("network: unknown 'vgg'", spec=GOOD + "network: vgg\n"),
     "unknown device": Case("device: expected cpu, cuda or auto", spec=GOOD + "device: tpu\n"),
     "bad loguniform": Case("loguniform", spec=GOOD.replace("1e-15", "{loguniform: [0, 1]}")),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from data_fixtures import write_tiny_dataset
 
 from blip_ray.cli import main
 from blip_ray.experiments.spec import load_spec
+from blip_ray.rl.sequences import RL_SEQUENCES
 
 SPECS = sorted(Path(__file__).parent.parent.glob("benchmarks/*.yaml"))
 PAPER = ["mnist5", "pmnist", "cifar", "mixture5", "miniimagenet", "miniimagenet-resnet"]
@@ -65,7 +68,15 @@ def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
     experiment, rows = _ok_smoke_rows(tmp_path, spec)
     with open(experiment / "matrices.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows) * 2 * 2
-    assert "normalized return" in (experiment / "report.md").read_text()
+    report = (experiment / "report.md").read_text()
+    assert "normalized return" in report
+    assert "- 64 env steps per task; evaluation: 1 deterministic episodes" in report
+    scale = report.split("## Normalization")[1].split("##")[0]
+    tasks = [task.name for task in RL_SEQUENCES[name].tasks[:2]]
+    assert all(f"| {task} | " in scale for task in tasks), scale
+    for result in experiment.glob("*/result.json"):
+        last = json.loads(result.read_text().splitlines()[-1])
+        assert len(last["random_row"]) == 2 and all(np.isfinite(last["random_row"]))
 
 
 def _ok_smoke_rows(tmp_path, spec) -> tuple[Path, list[dict[str, str]]]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from blip_ray.experiments.records import TrialResult
+from blip_ray.experiments.results import normalize_rl_returns
 from blip_ray.metrics import METRIC_NAMES, summary
 from blip_ray.report import ReportPaths, markdown_table, write_report
 
@@ -182,3 +184,47 @@ def test_long_normalized_return_run(tmp_path: Path) -> None:
     assert row.split(" | ")[6] == "n/a"  # the FWT column
     assert [p.name for p in paths.plots] == ["matrix_ppo.png", "tasks_ppo.png"]
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in paths.plots)
+
+
+def _rl_trial(seed: int, matrix: list[list[float]], random_row: list[float]) -> TrialResult:
+    return TrialResult(
+        trial_id=f"rl_{seed}",
+        method="blip",
+        seed=seed,
+        hyperparameters={},
+        status="ok",
+        task_names=["Pong", "Boxing"],
+        matrix=matrix,
+        initial_row=[0.0, 0.0],
+        metric="return",
+        random_row=random_row,
+        reference={"Boxing": 50.0},
+        budget={"steps_per_task": 30000, "eval_episodes": 3, "eval_max_steps": 2000},
+    )
+
+
+def test_rl_returns_normalize_between_random_and_reference_or_best(tmp_path: Path) -> None:
+    trials = [
+        _rl_trial(0, [[10.0, 2.0], [6.0, 30.0]], random_row=[-2.0, 1.0]),
+        _rl_trial(1, [[18.0, 4.0], [12.0, 40.0]], random_row=[-6.0, 3.0]),
+    ]
+    normalize_rl_returns(trials)
+    # Pong: random -4 (mean), top 18 (best observed); Boxing: random 2, top 50 (the reference).
+    assert np.allclose(trials[0].matrix, [[14 / 22, 0 / 48], [10 / 22, 28 / 48]])
+    assert np.allclose(trials[1].matrix, [[1.0, 2 / 48], [16 / 22, 38 / 48]])
+    assert trials[0].raw_matrix == [[10.0, 2.0], [6.0, 30.0]]
+    assert trials[0].initial_row == pytest.approx([4 / 22, -2 / 48])
+    assert [s["source"] for s in trials[0].normalization] == ["best observed", "reference"]
+    text = write_report(trials, tmp_path, title="rl").report_md.read_text()
+    budget = text.split("## Budget")[1].split("##")[0]
+    assert "30,000 env steps per task" in budget and "capped at 2,000 agent steps" in budget
+    table = text.split("## Normalization")[1].split("##")[0]
+    assert "| Pong | -4 | 18 | best observed |" in table
+    assert "| Boxing | 2 | 50 | reference |" in table
+
+
+def test_a_reference_below_the_random_policy_leaves_that_game_unscaled() -> None:
+    trial = _rl_trial(0, [[10.0, 2.0], [6.0, 30.0]], random_row=[-2.0, 60.0])
+    normalize_rl_returns([trial])
+    assert trial.matrix[1][0] == pytest.approx(8 / 12)
+    assert all(math.isnan(row[1]) for row in trial.matrix)

@@ -1,4 +1,5 @@
-"""RL task sequences without Ray: atari6's six games, cartpole3, padded actions, whole-game eval."""
+"""RL task sequences without Ray: atari6's six games, cartpole3, padded actions, whole-game eval,
+the random-policy baseline."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import pytest
 from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
 
 from blip_ray.rl.envs import TaskEnv, WholeGame
+from blip_ray.rl.evaluation import random_policy_returns
 from blip_ray.rl.sequences import (
     RL_SEQUENCES,
     ContinualEnv,
+    RlSequence,
+    RlTask,
     get_rl_sequence,
     make_training_env,
 )
@@ -117,3 +121,42 @@ def test_whole_game_scores_all_lives() -> None:
         total += reward
         done = terminated or truncated
     assert total == 12.0 - 2  # 3 lives x 4 steps, minus the no-op step that restarts each life
+
+
+class _CountingEnv(gym.Env):
+    """One-step episodes whose reward is the action taken; refuses actions past its own set."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def __init__(self, actions: int) -> None:
+        self.action_space = gym.spaces.Discrete(actions)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        assert 0 <= action < self.action_space.n, f"action {action} past the task's own set"
+        return np.zeros(2, np.float32), float(action), True, False, {}
+
+
+def test_random_policy_draws_from_each_tasks_own_actions_reproducibly() -> None:
+    counts = (2, 5)
+    sequence = RlSequence(
+        name="counting",
+        tasks=tuple(RlTask(f"t{i}", n) for i, n in enumerate(counts)),
+        trunk="mlp",
+        builder=lambda task, training: _CountingEnv(counts[task]),
+        description="test",
+        steps_per_task=1,
+    )
+    returns = random_policy_returns(sequence, num_tasks=2, episodes=400, seed=3)
+    # Uniform over {0..n-1}: mean (n - 1) / 2 (0.5 and 2.0), within sampling noise.
+    assert returns == pytest.approx([0.5, 2.0], abs=0.2)
+    assert random_policy_returns(sequence, num_tasks=2, episodes=400, seed=3) == returns
+    assert random_policy_returns(sequence, num_tasks=2, episodes=400, seed=4) != returns
+
+
+def test_random_policy_on_cartpole_scores_like_a_random_policy() -> None:
+    returns = random_policy_returns(get_rl_sequence("cartpole3"), num_tasks=3, episodes=20)
+    assert all(10 < r < 45 for r in returns), returns  # random CartPole: about 22 on average

@@ -36,3 +36,12 @@ class TrialResult:
     """RL: the raw game scores behind a normalized ``matrix``."""
     curve: list[dict[str, Any]] = field(default_factory=list)
     """RL learning curves: ``{"env_steps": n, "returns": [raw return per task]}`` evaluations."""
+    random_row: list[float] | None = None
+    """RL: a uniformly random policy's raw return per task (0 of the normalization)."""
+    reference: dict[str, float] = field(default_factory=dict)
+    """RL: the spec's single-task reference return per task name (1 of the normalization)."""
+    budget: dict[str, Any] | None = None
+    """RL: env steps per task and the evaluation protocol (episodes, step cap) the trial ran."""
+    normalization: list[dict[str, Any]] | None = None
+    """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to
+    0), ``high`` (mapped to 1) and ``source`` of ``high`` (``reference`` or ``best observed``)."""

@@ -51,27 +51,42 @@ def _load_trial(trial_dir: Path) -> TrialResult:
         metric=str(latest.get("metric", "accuracy")),
         wall_s=float(sum(by_task[t].get("task_wall_s", 0.0) for t in by_task)),
         curve=[point for t in sorted(by_task) for point in by_task[t].get("curve", [])],
+        random_row=latest.get("random_row"),
+        reference=dict(((config.get("run") or {}).get("rl") or {}).get("reference_returns") or {}),
+        budget=latest.get("budget"),
     )
 
 
 def normalize_rl_returns(trials: list[TrialResult]) -> None:
     """Raw game scores -> per-game normalized return, in place, for the RL trials.
 
-    Per game u: 0 is the untrained policy's return (its heads start near uniform, so this is the
-    random-policy return; mean over the experiment's trials) and 1 the best return observed for u
-    in any trial of the experiment. ACC, BWT and forgetting are then computed on these values.
+    Per task u, 0 is a uniformly random policy's return (mean over the experiment's trials) and 1
+    the spec's single-task reference return for u when it gives one (``rl.reference_returns``),
+    else the best return observed for u in any trial of the experiment. A task whose 1 is not
+    above its 0 has no usable scale and reads NaN. ACC, BWT and forgetting are then computed on
+    these values; ``raw_matrix`` keeps the scores and ``normalization`` the scale of each task.
     """
     rl = [t for t in trials if t.metric == "return" and t.matrix]
     if not rl:
         return
     tasks = max(len(t.matrix[0]) for t in rl)
-    low = np.full(tasks, np.nan)
-    high = np.full(tasks, -np.inf)
+    names = next((t.task_names for t in rl if len(t.task_names) >= tasks), [])
+    reference = next((t.reference for t in rl if t.reference), {})
+    low = np.zeros(tasks)
+    high = np.zeros(tasks)
+    scale = []
     for u in range(tasks):
-        base = [t.initial_row[u] for t in rl if t.initial_row and u < len(t.initial_row)]
-        low[u] = np.nanmean(base) if base else 0.0
-        for t in rl:
-            high[u] = max(high[u], *(row[u] for row in t.matrix if u < len(row)), low[u])
+        name = names[u] if u < len(names) else f"task {u}"
+        # Results from before the random-policy baseline fall back to the untrained policy's.
+        base = [row[u] for t in rl if (row := t.random_row or t.initial_row) and u < len(row)]
+        low[u] = float(np.nanmean(base)) if base else 0.0
+        if name in reference:
+            high[u], source = reference[name], "reference"
+        else:
+            observed = [row[u] for t in rl for row in t.matrix if u < len(row)]
+            high[u], source = max([*observed, low[u]]), "best observed"
+        high[u] = max(high[u], low[u])  # a reference below random: no scale (NaN)
+        scale.append({"task": name, "low": low[u], "high": float(high[u]), "source": source})
     for t in rl:
         matrix = np.array(t.matrix, dtype=float)
         t.raw_matrix = t.matrix
@@ -80,6 +95,7 @@ def normalize_rl_returns(trials: list[TrialResult]) -> None:
             baseline = np.array(t.initial_row, dtype=float)[None, :]
             t.initial_row = metrics.normalize_returns(baseline, low, high)[0].tolist()
         t.metric = "normalized_return"
+        t.normalization = scale
 
 
 def is_finished(result: dict[str, Any]) -> bool:

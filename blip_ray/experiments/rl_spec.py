@@ -9,7 +9,7 @@ from typing import Any
 
 from blip_ray.experiments import spec as base
 from blip_ray.rl.config import PpoSettings
-from blip_ray.rl.sequences import RL_SEQUENCES  # noqa: F401  (re-exported for spec.py)
+from blip_ray.rl.sequences import RL_SEQUENCES
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class RlSpec:
     """Remote env runners per trial; None: sized from the trial's CPUs (0 on 1 CPU)."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """Overrides of the sequence's PPO settings (``blip_ray.rl.config.PpoSettings`` fields)."""
+    reference_returns: dict[str, float] = field(default_factory=dict)
+    """Raw return of a single-task reference run per task name (e.g. PPO trained on that game
+    alone, same budget): 1 of the report's per-game normalization. Tasks without one use the best
+    return observed in the experiment."""
 
     def smoke(self) -> RlSpec:
         """Seconds instead of hours: one tiny PPO batch per task, short evaluations."""
@@ -49,7 +53,7 @@ class RlSpec:
         )
 
 
-def parse_rl(raw: Any) -> RlSpec:
+def parse_rl(raw: Any, benchmark: str) -> RlSpec:
     if raw is None:
         return RlSpec()
     if not isinstance(raw, dict):
@@ -73,4 +77,23 @@ def parse_rl(raw: Any) -> RlSpec:
     for key, value in values["ppo"].items():
         if isinstance(value, int | float) and not value > 0 and key not in ("entropy_coeff",):
             raise base.SpecError(f"rl.ppo.{key}: must be > 0, got {value}")
+    values["reference_returns"] = _references(raw.get("reference_returns"), benchmark)
     return RlSpec(**values)
+
+
+def _references(raw: Any, benchmark: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    names = [task.name for task in RL_SEQUENCES[benchmark].tasks]
+    if not isinstance(raw, dict):
+        raise base.SpecError(
+            f"rl.reference_returns: expected a mapping of task name to return, like "
+            f"{{{names[0]}: 100.0}}"
+        )
+    unknown = sorted(str(k) for k in raw if k not in names)
+    if unknown:
+        raise base.SpecError(
+            f"rl.reference_returns: unknown task {unknown[0]!r}; {benchmark}'s tasks are "
+            f"{', '.join(names)}"
+        )
+    return {k: base._number(v, f"rl.reference_returns.{k}") for k, v in raw.items()}

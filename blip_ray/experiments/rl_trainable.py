@@ -18,9 +18,12 @@ from ray.rllib.algorithms.ppo import PPO
 
 from blip_ray.rl.callbacks import apply_current_task, learner_call
 from blip_ray.rl.config import PpoSettings, RlExperimentConfig, build_ppo_config
+from blip_ray.rl.evaluation import random_policy_returns
 from blip_ray.rl.sequences import get_rl_sequence
 
-BASELINE_KEY = "untrained_returns"
+#: Module buffers with per-task baseline returns, measured before training: the untrained
+#: policy's (forward transfer) and a uniformly random policy's (the low end of normalization).
+BASELINES = ("untrained_returns", "random_returns")
 
 
 def experiment_config(run: dict[str, Any], method: dict[str, Any]) -> RlExperimentConfig:
@@ -56,27 +59,38 @@ def rl_trainable(config: dict[str, Any]) -> None:
             with checkpoint.as_directory() as directory:
                 algo.restore_from_path(directory)
             apply_current_task(algo)
-            baseline = list(algo.get_module().untrained_returns.tolist())  # type: ignore[union-attr]
+            module = algo.get_module()
+            baselines = {name: getattr(module, name).tolist() for name in BASELINES}
         else:
-            baseline = learner_call(algo, lambda learner: learner.evaluate())
-            _store_baseline(algo, baseline)
-        _train(algo, cfg, baseline)
+            baselines = {
+                "untrained_returns": learner_call(algo, lambda learner: learner.evaluate()),
+                "random_returns": random_policy_returns(
+                    get_rl_sequence(cfg.sequence),
+                    num_tasks=cfg.tasks,
+                    episodes=cfg.eval_episodes,
+                    max_steps=cfg.eval_max_steps,
+                    seed=cfg.seed + 20_000,
+                ),
+            }
+            _store_baselines(algo, baselines)
+        _train(algo, cfg, baselines)
     finally:
         algo.stop()
 
 
-def _store_baseline(algo: PPO, baseline: list[float]) -> None:
-    """Keep the untrained policy's returns in the module so checkpoints carry them."""
-    values = torch.tensor(baseline, dtype=torch.float32)
+def _store_baselines(algo: PPO, baselines: dict[str, list[float]]) -> None:
+    """Keep the baseline returns in the module (and the learners') so checkpoints carry them."""
+    values = {name: torch.tensor(row, dtype=torch.float32) for name, row in baselines.items()}
 
-    def put(learner: Any) -> None:
-        learner.continual_module.untrained_returns.copy_(values)
+    def put(module: Any) -> None:
+        for name, row in values.items():
+            getattr(module, name).copy_(row)
 
-    learner_call(algo, put)
-    algo.get_module().untrained_returns.copy_(values)  # type: ignore[union-attr]
+    learner_call(algo, lambda learner: put(learner.continual_module))
+    put(algo.get_module())
 
 
-def _train(algo: PPO, cfg: RlExperimentConfig, baseline: list[float]) -> None:
+def _train(algo: PPO, cfg: RlExperimentConfig, baselines: dict[str, list[float]]) -> None:
     sequence = get_rl_sequence(cfg.sequence)
     names = [task.name for task in sequence.tasks[: cfg.tasks]]
     curve: list[dict[str, Any]] = []
@@ -100,7 +114,13 @@ def _train(algo: PPO, cfg: RlExperimentConfig, baseline: list[float]) -> None:
             "metric": "return",
             "row": matrix[-1],
             "matrix": matrix,
-            "initial_row": baseline,
+            "initial_row": baselines["untrained_returns"],
+            "random_row": baselines["random_returns"],
+            "budget": {
+                "steps_per_task": cfg.task_steps,
+                "eval_episodes": cfg.eval_episodes,
+                "eval_max_steps": cfg.eval_max_steps,
+            },
             "acc": float(np.mean(matrix[-1])),
             "capacity": result.get("capacity"),
             "state_bytes": _state_bytes(algo),

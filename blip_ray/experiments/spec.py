@@ -221,7 +221,7 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         else _integer(raw["max_concurrent"], "max_concurrent", minimum=1),
         inject_failure=_injection(raw.get("inject_failure")),
         description=str(raw.get("description", "")),
-        rl=parse_rl(raw.get("rl")) if rl else None,
+        rl=parse_rl(raw.get("rl"), benchmark) if rl else None,
     )
 
 

@@ -152,9 +152,11 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         self.register_buffer("tasks_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("action_counts", torch.tensor(counts, dtype=torch.long))
         self.register_buffer("return_matrix", torch.full((num_tasks, num_tasks), float("nan")))
-        # The untrained policy's return per task (forward-transfer baseline and the low end of
-        # the per-game normalization), kept here so checkpoints carry it.
+        # The untrained policy's return per task (the forward-transfer baseline), kept here so
+        # checkpoints carry it.
         self.register_buffer("untrained_returns", torch.full((num_tasks,), float("nan")))
+        # A uniformly random policy's return per task: the low end of the per-game normalization.
+        self.register_buffer("random_returns", torch.full((num_tasks,), float("nan")))
         self.image_input = len(self.observation_space.shape) == 3
         # Atari frames arrive as uint8 0..255 (the official CNNBase divides by 255 itself).
         self.input_scale = 1.0 / 255.0 if self.observation_space.dtype == np.uint8 else None
