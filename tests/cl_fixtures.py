@@ -34,3 +34,19 @@ def small_net(
     dim = sequence.input_shape[0]
     layer = QuantLinear(dim, hidden) if quantized else nn.Linear(dim, hidden)
     return MultiHeadNet(nn.Sequential(layer, nn.ReLU()), hidden, sequence.head_sizes)
+
+
+def grid_spec(name: str, *extra: str) -> str:
+    """A deterministic 2-method x 2-seed pdigits grid of 3 tasks, under a second per task;
+    ``extra`` lines are appended (``max_failures: 2``)."""
+    lines = [
+        f"name: {name}",
+        "benchmark: pdigits",
+        "fc_width: 32",
+        "tasks: 3",
+        "train: {lr: 0.1, epochs: 60, lr_patience: 1000}   # every epoch run",
+        "methods: {finetune: {}, ewc: {lamb: 100}}",
+        "seeds: [0, 1]",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cl_fixtures import grid_spec
 
 from blip_ray.experiments.launch import run_experiment
 from blip_ray.experiments.results import load_trials, task_rows
@@ -37,16 +38,7 @@ from blip_ray.experiments.spec import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ray]
 
-SPEC = """\
-name: nodes
-benchmark: pdigits
-fc_width: 32
-tasks: 3
-train: {lr: 0.1, epochs: 60, lr_patience: 1000}   # under a second per task, every epoch run
-methods: {finetune: {}, ewc: {lamb: 100}}
-seeds: [0, 1]
-max_failures: 2
-"""
+SPEC = grid_spec("nodes", "max_failures: 2")
 
 
 def test_a_dead_worker_node_costs_no_finished_task_and_changes_no_number(

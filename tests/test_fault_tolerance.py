@@ -16,21 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cl_fixtures import grid_spec
 
 from blip_ray.cli import main
 from blip_ray.experiments.results import load_trials, task_rows
 
 BLIP_RAY = str(Path(sys.executable).parent / "blip-ray")
 
-SPEC = """\
-name: stop
-benchmark: pdigits
-fc_width: 32
-tasks: 3
-train: {lr: 0.1, epochs: 60, lr_patience: 1000}   # under a second per task, every epoch run
-methods: {finetune: {}, ewc: {lamb: 100}}
-seeds: [0, 1]
-"""
+SPEC = grid_spec("stop")
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
 
 from blip_ray.rl.envs import TaskEnv, WholeGame
-from blip_ray.rl.evaluation import random_policy_returns
+from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.sequences import (
     RL_SEQUENCES,
     ContinualEnv,
@@ -150,13 +150,13 @@ def test_random_policy_draws_from_each_tasks_own_actions_reproducibly() -> None:
         description="test",
         steps_per_task=1,
     )
-    returns = random_policy_returns(sequence, num_tasks=2, episodes=400, seed=3)
+    returns = evaluate_tasks(None, sequence, num_tasks=2, episodes=400, seed=3)
     # Uniform over {0..n-1}: mean (n - 1) / 2 (0.5 and 2.0), within sampling noise.
     assert returns == pytest.approx([0.5, 2.0], abs=0.2)
-    assert random_policy_returns(sequence, num_tasks=2, episodes=400, seed=3) == returns
-    assert random_policy_returns(sequence, num_tasks=2, episodes=400, seed=4) != returns
+    assert evaluate_tasks(None, sequence, num_tasks=2, episodes=400, seed=3) == returns
+    assert evaluate_tasks(None, sequence, num_tasks=2, episodes=400, seed=4) != returns
 
 
 def test_random_policy_on_cartpole_scores_like_a_random_policy() -> None:
-    returns = random_policy_returns(get_rl_sequence("cartpole3"), num_tasks=3, episodes=20)
+    returns = evaluate_tasks(None, get_rl_sequence("cartpole3"), num_tasks=3, episodes=20)
     assert all(10 < r < 45 for r in returns), returns  # random CartPole: about 22 on average

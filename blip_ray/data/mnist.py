@@ -15,10 +15,11 @@ valid) and training uses the rest. Test = the official MNIST test images of the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from blip_ray.data.base import TaskSequence, register_sequence
+from blip_ray.data.base import Task, TaskSequence, register_sequence
 from blip_ray.data.common import (
     official_permutation,
     require_data_dir,
@@ -59,14 +60,12 @@ def load_mnist5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequ
         in_train = (raw.y_train == first) | (raw.y_train == first + 1)
         in_test = (raw.y_test == first) | (raw.y_test == first + 1)
         tasks.append(
-            task_with_holdout(
+            _mnist_task(
                 f"mnist-{first}-{first + 1}",
                 2,
                 train=(raw.x_train[in_train], raw.y_train[in_train] - first),
                 test=(raw.x_test[in_test], raw.y_test[in_test] - first),
-                valid_fraction=VALID_FRACTION,
                 seed=seed,
-                transform=uint8_normalize(MNIST_MEAN, MNIST_STD),
             )
         )
     notes = {
@@ -92,14 +91,12 @@ def load_pmnist(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequ
     for r in seeded_order(NUM_PERMUTATIONS, seed):
         perm = official_permutation(r, 784, num_tasks=NUM_PERMUTATIONS)
         tasks.append(
-            task_with_holdout(
+            _mnist_task(
                 f"pmnist-{r}",
                 10,
                 train=(np.ascontiguousarray(raw.x_train[:, perm]), raw.y_train),
                 test=(np.ascontiguousarray(raw.x_test[:, perm]), raw.y_test),
-                valid_fraction=VALID_FRACTION,
                 seed=seed,
-                transform=uint8_normalize(MNIST_MEAN, MNIST_STD),
             )
         )
     notes = {
@@ -110,3 +107,18 @@ def load_pmnist(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequ
         "normalization": "mean 0.1307, std 0.3081 applied per batch to uint8 pixels",
     }
     return TaskSequence(name="pmnist", tasks=tasks, input_shape=(784,), notes=notes)
+
+
+def _mnist_task(
+    name: str, classes: int, *, train: tuple[Any, Any], test: tuple[Any, Any], seed: int
+) -> Task:
+    """A task of flat uint8 MNIST images: the official validation holdout, per-batch normalize."""
+    return task_with_holdout(
+        name,
+        classes,
+        train=train,
+        test=test,
+        valid_fraction=VALID_FRACTION,
+        seed=seed,
+        transform=uint8_normalize(MNIST_MEAN, MNIST_STD),
+    )

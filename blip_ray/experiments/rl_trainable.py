@@ -18,7 +18,7 @@ from ray.rllib.algorithms.ppo import PPO
 
 from blip_ray.rl.callbacks import apply_current_task, learner_call
 from blip_ray.rl.config import PpoSettings, RlExperimentConfig, build_ppo_config
-from blip_ray.rl.evaluation import random_policy_returns
+from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.sequences import get_rl_sequence
 
 #: Module buffers with per-task baseline returns, measured before training: the untrained
@@ -64,7 +64,8 @@ def rl_trainable(config: dict[str, Any]) -> None:
         else:
             baselines = {
                 "untrained_returns": learner_call(algo, lambda learner: learner.evaluate()),
-                "random_returns": random_policy_returns(
+                "random_returns": evaluate_tasks(
+                    None,
                     get_rl_sequence(cfg.sequence),
                     num_tasks=cfg.tasks,
                     episodes=cfg.eval_episodes,

@@ -17,7 +17,7 @@ from blip_ray.rl.config import (
     size_env_runners,
     stop_criteria,
 )
-from blip_ray.rl.evaluation import evaluate_task, evaluate_tasks, random_policy_returns
+from blip_ray.rl.evaluation import evaluate_task, evaluate_tasks
 from blip_ray.rl.learners import ContinualPPOLearner, task_learning_rate
 from blip_ray.rl.methods import RL_METHODS, RlMethod, get_rl_method, register_rl_method
 from blip_ray.rl.module import ContinualPPOModule, ModuleSettings
@@ -52,7 +52,6 @@ __all__ = [
     "build_ppo_config",
     "evaluate_task",
     "evaluate_tasks",
-    "random_policy_returns",
     "get_rl_method",
     "get_rl_sequence",
     "make_training_env",

@@ -9,8 +9,6 @@ random policy, run the same way, gives the low end of the report's per-game norm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -20,7 +18,7 @@ from blip_ray.rl.sequences import RlSequence
 
 @torch.no_grad()
 def evaluate_task(
-    module: ContinualPPOModule,
+    module: ContinualPPOModule | None,
     sequence: RlSequence,
     task: int,
     *,
@@ -28,56 +26,27 @@ def evaluate_task(
     max_steps: int | None = None,
     seed: int = 0,
 ) -> list[float]:
-    """Raw returns of ``episodes`` deterministic episodes of ``task`` (episode i seeded seed + i).
+    """Raw returns of ``episodes`` episodes of ``task`` (episode i seeded seed + i), acting with
+    the argmax of ``module``'s head for the task or, with ``module`` None, uniformly at random
+    over the task's own (minimal) action set, never the padding (a generator seeded by ``seed``
+    and the task): the random-policy baseline of the report's normalization.
 
-    ``max_steps`` truncates long episodes (smoke runs); None keeps the env's own limit.
+    ``max_steps`` truncates long episodes; None keeps the env's own limit.
     """
-    device = next(module.parameters()).device
-
-    def act(observations: list[np.ndarray]) -> np.ndarray:
-        batch = torch.as_tensor(np.stack(observations), device=device)
-        return module.policy_logits(batch, task).argmax(-1).cpu().numpy()
-
-    return _episodes(sequence, task, act, episodes=episodes, max_steps=max_steps, seed=seed)
-
-
-def random_policy_returns(
-    sequence: RlSequence,
-    *,
-    num_tasks: int,
-    episodes: int,
-    max_steps: int | None = None,
-    seed: int = 0,
-) -> list[float]:
-    """Mean raw return of a uniformly random policy on each task (the low end of normalization).
-
-    Actions are drawn uniformly from the task's own (minimal) action set, never the padding, by a
-    generator seeded with ``seed`` and the task; episodes are seeded as in :func:`evaluate_task`.
-    """
-    out = []
-    for task in range(num_tasks):
+    if module is None:
         rng = np.random.default_rng([seed, task])
         actions = sequence.tasks[task].num_actions
 
         def act(observations: list[np.ndarray]) -> np.ndarray:
-            return rng.integers(actions, size=len(observations))  # noqa: B023
+            return rng.integers(actions, size=len(observations))
 
-        returns = _episodes(sequence, task, act, episodes=episodes, max_steps=max_steps, seed=seed)
-        out.append(float(np.mean(returns)))
-    return out
+    else:
+        device = next(module.parameters()).device
 
+        def act(observations: list[np.ndarray]) -> np.ndarray:
+            batch = torch.as_tensor(np.stack(observations), device=device)
+            return module.policy_logits(batch, task).argmax(-1).cpu().numpy()
 
-def _episodes(
-    sequence: RlSequence,
-    task: int,
-    act: Callable[[list[np.ndarray]], np.ndarray],
-    *,
-    episodes: int,
-    max_steps: int | None,
-    seed: int,
-) -> list[float]:
-    """Raw returns of ``episodes`` episodes run side by side, ``act`` choosing each step's actions
-    for the episodes still running."""
     envs = [sequence.make_env(task, training=False) for _ in range(episodes)]
     try:
         observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
@@ -86,8 +55,7 @@ def _episodes(
         steps = 0
         while running.any() and (max_steps is None or steps < max_steps):
             active = np.flatnonzero(running)
-            actions = act([observations[i] for i in active])
-            for i, action in zip(active, actions, strict=True):
+            for i, action in zip(active, act([observations[i] for i in active]), strict=True):
                 observations[i], reward, terminated, truncated, _ = envs[i].step(int(action))
                 returns[i] += float(reward)
                 running[i] = not (terminated or truncated)
@@ -99,7 +67,7 @@ def _episodes(
 
 
 def evaluate_tasks(
-    module: ContinualPPOModule,
+    module: ContinualPPOModule | None,
     sequence: RlSequence,
     *,
     num_tasks: int,
@@ -107,9 +75,11 @@ def evaluate_tasks(
     max_steps: int | None = None,
     seed: int = 0,
 ) -> list[float]:
-    """Mean raw return on each of the first ``num_tasks`` tasks (seen and unseen)."""
-    was_training = module.training
-    module.eval()
+    """Mean raw return on each of the first ``num_tasks`` tasks (seen and unseen) of ``module``'s
+    deterministic policy, or of a uniformly random one with ``module`` None."""
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     try:
         return [
             float(
@@ -122,4 +92,5 @@ def evaluate_tasks(
             for task in range(num_tasks)
         ]
     finally:
-        module.train(was_training)
+        if module is not None:
+            module.train(was_training)
