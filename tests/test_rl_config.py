@@ -1,6 +1,12 @@
-"""The continual-RL config builder without Ray: the paper's PPO values, sizing, validation."""
+"""The continual-RL config builder: the paper's PPO values, sizing, validation, and (in its own Ray
+instance with a logical GPU) where the learner runs."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +73,38 @@ def test_invalid_configs_are_rejected() -> None:
         PpoSettings(num_envs=3, rollout_length=5, num_minibatches=4)
     with pytest.raises(ValueError, match="split"):
         build_ppo_config(RlExperimentConfig(num_env_runners=3))
+
+
+GPU_PROBE = """
+import json, os
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+from blip_ray.rl.config import RlExperimentConfig, build_ppo_config
+
+def learner_gpus():
+    cfg = RlExperimentConfig(sequence="cartpole3", method="blip", num_env_runners=0)
+    return build_ppo_config(cfg).num_gpus_per_learner
+
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+         _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+probe = ray.remote(learner_gpus)
+print(json.dumps({
+    "driver": learner_gpus(),
+    "trial_with_gpu": ray.get(probe.options(num_gpus=1).remote()),
+    "trial_without_gpu": ray.get(probe.options(num_gpus=0).remote()),
+}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_a_trial_puts_its_learner_on_a_gpu_only_when_given_one() -> None:
+    """On a cluster advertising one (logical) GPU: the driver sees it, a trial holding it gets a
+    GPU learner, a trial without one keeps its learner on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_PROBE], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    gpus = json.loads(done.stdout.strip().splitlines()[-1])
+    assert gpus == {"driver": 1.0, "trial_with_gpu": 1.0, "trial_without_gpu": 0.0}

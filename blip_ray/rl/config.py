@@ -98,7 +98,8 @@ class RlExperimentConfig:
     num_env_runners: int | None = None
     """Remote env runners; None sizes them from the CPUs (0 on <= 2 CPUs: sample in-process)."""
     num_gpus_per_learner: float | None = None
-    """GPUs of the (local) learner; None: 1 if the cluster (or machine) has a GPU."""
+    """GPUs of the (local) learner; None: 1 if the trial was given a GPU (outside a trial: if the
+    cluster or machine has one)."""
 
     def __post_init__(self) -> None:
         sequence = get_rl_sequence(self.sequence)
@@ -138,12 +139,19 @@ def size_env_runners(num_envs: int, cpus: float, *, limit: int = MAX_AUTO_ENV_RU
 
 
 def _cluster_resources() -> tuple[float, float]:
-    """``(CPUs, GPUs)`` of the Ray cluster when connected, else of this machine."""
+    """``(CPUs, GPUs)`` a run may use: of the Ray cluster when connected, else of this machine.
+
+    Inside a Ray worker (a Tune trial) the GPUs are only those Ray assigned to it: a trial that
+    reserved none must not put its learner on a GPU that another trial holds.
+    """
     import ray
 
     if ray.is_initialized():
         resources = ray.cluster_resources()
-        return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+        cpus = float(resources.get("CPU", 1))
+        if ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+            return cpus, float(len(ray.get_gpu_ids()))
+        return cpus, float(resources.get("GPU", 0))
     import torch
 
     return float(os.cpu_count() or 1), float(torch.cuda.device_count())
