@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="(re)write the report of an experiment directory")
     report.add_argument("run_dir", help="an experiment directory under runs/")
+    report.add_argument(
+        "--reference-returns",
+        metavar="FILE",
+        help="RL: YAML mapping of task name to a single-task reference return (1 of the "
+        "per-game normalization); replaces the spec's rl.reference_returns",
+    )
 
     commands.add_parser("list", help="benchmarks, networks, methods and their hyperparameters")
     return parser
@@ -139,10 +145,12 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
 
 def _report(args: argparse.Namespace) -> int:
     from blip_ray.experiments.results import load_trials
+    from blip_ray.experiments.rl_spec import load_reference_returns
     from blip_ray.report import markdown_table, write_report
 
+    reference = load_reference_returns(args.reference_returns) if args.reference_returns else None
     run_dir = Path(args.run_dir)
-    trials = load_trials(run_dir) if run_dir.is_dir() else []
+    trials = load_trials(run_dir, reference=reference) if run_dir.is_dir() else []
     if not trials:
         raise ValueError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
     write_report(trials, run_dir, title=run_dir.name)

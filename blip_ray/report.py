@@ -414,16 +414,18 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
         "",
         "## Normalization",
         "",
-        "Per task, a raw return R reads (R - random) / (top - random): 0 is a uniformly random "
-        "policy (same episodes and cap as the evaluation), 1 a single-task reference return "
-        "from the spec (rl.reference_returns) or, without one, the best return any trial of "
+        "Per task, a raw return R reads (R - zero) / (one - zero). Zero: a uniformly random "
+        "policy's return (as many episodes, with the same step cap, as the evaluation; mean "
+        "over trials). One: a single-task reference return (the spec's rl.reference_returns or "
+        "`blip-ray report --reference-returns`) or, without one, the best return any trial of "
         "this experiment reached. Learning curves show raw scores.",
         "",
-        "| Task | Random policy (0) | Top (1) | Top from |",
-        "|---|---|---|---|",
+        "| Task | Zero (raw) | Zero from | One (raw) | One from |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {_cell(s['task'])} | {s['low']:.4g} | {s['high']:.4g} | {s['source']} |"
+        f"| {_cell(s['task'])} | {s['low']:.4g} | {s.get('low_source', '')} | {s['high']:.4g} "
+        f"| {s['source']} |"
         for s in rl[0].normalization or []
     ]
     return lines

@@ -17,7 +17,7 @@ import pytest
 
 from blip_ray.cli import main
 from blip_ray.experiments.spec import load_spec
-from blip_ray.experiments.storage import SPEC_RECORD
+from blip_ray.experiments.storage import SPEC_RECORD, UserError, _check_same_spec
 
 GOOD = """\
 name: t
@@ -202,6 +202,18 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, request, capsys):
     assert case.message.replace("{port}", str(port)) in err, err
     assert len(err.splitlines()) == 1 and err.startswith("blip-ray: error: "), err
     assert time.monotonic() - started < 15  # an unreachable address fails fast, too
+
+
+def test_resume_accepts_new_reference_returns_but_not_a_new_budget(tmp_path):
+    (tmp_path / "e").mkdir()
+    spec = tmp_path / "r.yaml"
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1000}\n")
+    (tmp_path / "e" / SPEC_RECORD).write_text(json.dumps(load_spec(spec).record()))
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1000, reference_returns: {cartpole-0: 500}}\n")
+    _check_same_spec(load_spec(spec), tmp_path / "e")  # references only rescale the report
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 2000}\n")
+    with pytest.raises(UserError, match="started with rl="):
+        _check_same_spec(load_spec(spec), tmp_path / "e")
 
 
 def test_the_table_covers_at_least_25_cases():

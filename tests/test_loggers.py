@@ -30,32 +30,34 @@ def _result(task: int, *, checkpoint: bool = True) -> dict:
 def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path):
     trial = _Trial(tmp_path / "t0")
     loggers = [JsonRows(), CsvRows()]
-    for logger in loggers:
-        logger.on_trial_start(0, [trial], trial)
 
     def send(hook: str, *args) -> None:
         for logger in loggers:
             getattr(logger, hook)(0, [trial], trial, *args)
 
+    send("on_trial_start")
     send("on_trial_result", _result(0))
     assert task_rows(tmp_path) == {}  # reported, checkpoint not registered yet
     send("on_trial_save")
     assert task_rows(tmp_path) == {"t0": [0]}
 
     send("on_trial_result", _result(1))
-    send("on_trial_error")  # the trial died before Tune registered task 1's checkpoint
+    send("on_trial_recover")  # the trial died before Tune registered task 1's checkpoint
+    send("on_trial_start")  # its retry, from task 0's checkpoint, reports a failure and ends
+    send("on_trial_result", {"trial_id": "t0", "failed": "NonFiniteLossError: nan"})
+    send("on_trial_complete")
     assert task_rows(tmp_path) == {"t0": [0]}
 
-    for logger in loggers:
-        logger.on_trial_start(0, [trial], trial)  # the retry, from task 0's checkpoint
+    send("on_trial_start")  # run again: it finishes task 1, then dies with no retries left
     send("on_trial_result", _result(1))
-    send("on_trial_result", {"trial_id": "t0", "failed": "NonFiniteLossError: nan"})
-    assert task_rows(tmp_path) == {"t0": [0, 1]}  # a row without a checkpoint flushes the held one
-    send("on_trial_complete")
+    send("on_trial_save")
+    send("on_trial_result", _result(2))
+    send("on_trial_error")
+    assert task_rows(tmp_path) == {"t0": [0, 1]}
     rows = (tmp_path / "t0" / "result.json").read_text().splitlines()
-    assert len(rows) == 3 and '"failed"' in rows[-1]
+    assert len(rows) == 3 and '"failed"' in rows[1]
     csv_lines = (tmp_path / "t0" / "progress.csv").read_text().splitlines()
-    assert [line.split(",")[1] for line in csv_lines[1:]] == ["0", "1", ""]  # the failure: no task
+    assert [line.split(",")[1] for line in csv_lines[1:]] == ["0", "", "1"]  # the failure: no task
 
 
 def test_a_held_row_is_written_when_the_trial_ends_normally(tmp_path):

@@ -77,6 +77,14 @@ def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
     for result in experiment.glob("*/result.json"):
         last = json.loads(result.read_text().splitlines()[-1])
         assert len(last["random_row"]) == 2 and all(np.isfinite(last["random_row"]))
+    # Single-task references that arrive later rescale the report; unknown names are refused.
+    references = tmp_path / "references.yaml"
+    references.write_text(f"{tasks[1]}: 1.0e+6\n")
+    assert main(["report", str(experiment), "--reference-returns", str(references)]) == 0
+    scale = (experiment / "report.md").read_text().split("## Normalization")[1].split("##")[0]
+    assert f"| {tasks[1]} | " in scale and "| 1e+06 | reference |" in scale
+    references.write_text("NoSuchGame: 1.0\n")
+    assert main(["report", str(experiment), "--reference-returns", str(references)]) == 2
 
 
 def _ok_smoke_rows(tmp_path, spec) -> tuple[Path, list[dict[str, str]]]:

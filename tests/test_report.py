@@ -219,8 +219,8 @@ def test_rl_returns_normalize_between_random_and_reference_or_best(tmp_path: Pat
     budget = text.split("## Budget")[1].split("##")[0]
     assert "30,000 env steps per task" in budget and "capped at 2,000 agent steps" in budget
     table = text.split("## Normalization")[1].split("##")[0]
-    assert "| Pong | -4 | 18 | best observed |" in table
-    assert "| Boxing | 2 | 50 | reference |" in table
+    assert "| Pong | -4 | random policy | 18 | best observed |" in table
+    assert "| Boxing | 2 | random policy | 50 | reference |" in table
 
 
 def test_a_reference_below_the_random_policy_leaves_that_game_unscaled() -> None:
@@ -228,3 +228,23 @@ def test_a_reference_below_the_random_policy_leaves_that_game_unscaled() -> None
     normalize_rl_returns([trial])
     assert trial.matrix[1][0] == pytest.approx(8 / 12)
     assert all(math.isnan(row[1]) for row in trial.matrix)
+
+
+def test_missing_random_returns_fall_back_to_the_untrained_policy_and_references_override() -> None:
+    nan = float("nan")
+    trials = [
+        _rl_trial(0, [[10.0, 2.0], [6.0, 30.0]], random_row=[nan, 1.0]),
+        _rl_trial(1, [[18.0, 4.0], [12.0, 40.0]], random_row=[nan, 3.0]),
+    ]
+    for t in trials:
+        t.initial_row = [-4.0, 0.0]
+    normalize_rl_returns(trials, {"Pong": 26.0})  # replaces the spec's {Boxing: 50}
+    scale = trials[0].normalization
+    assert [(s["low"], s["low_source"]) for s in scale] == [
+        (-4, "untrained policy"),
+        (2, "random policy"),
+    ]
+    assert [(s["high"], s["source"]) for s in scale] == [(26, "reference"), (40, "best observed")]
+    assert np.allclose(trials[1].matrix[0], [22 / 30, 2 / 38])
+    with pytest.raises(ValueError, match="unknown task 'Pongg'; this experiment's tasks are Pong"):
+        normalize_rl_returns([_rl_trial(0, [[1.0, 1.0]], [0.0, 0.0])], {"Pongg": 1.0})

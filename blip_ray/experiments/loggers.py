@@ -8,9 +8,9 @@ whose checkpoint is lost, and ``--resume`` would train and record that task a se
 
 These loggers hold back a result that carries a checkpoint until Tune has registered that
 checkpoint (``on_trial_save``), so a row on disk always means its task is in the experiment state
-that Tune saves on a graceful stop. A result held back when the trial fails is dropped with the
-checkpoint it came with: the retry redoes that task and records it once. Results without a
-checkpoint (a failure report, Tune's final duplicate) are written at once, after any held row.
+that Tune saves on a graceful stop. A result held back when the trial fails (retried or not) is
+dropped with the checkpoint it came with: a retry redoes that task and records it once. Results
+without a checkpoint (a failure report) are written at once.
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ class _RowsAfterCheckpoint:
         if result.get(SHOULD_CHECKPOINT):
             self._held[trial] = (iteration, dict(result))
             return
-        self._release(trial)
         super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
 
     def log_trial_save(self, trial: Any) -> None:
         self._release(trial)
         super().log_trial_save(trial)  # type: ignore[misc]
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._held.pop(trial, None)  # died before its save: the retry redoes that task
+        super().on_trial_recover(iteration, trials, trial, **info)  # type: ignore[misc]
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if failed:

@@ -43,5 +43,6 @@ class TrialResult:
     budget: dict[str, Any] | None = None
     """RL: env steps per task and the evaluation protocol (episodes, step cap) the trial ran."""
     normalization: list[dict[str, Any]] | None = None
-    """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to
-    0), ``high`` (mapped to 1) and ``source`` of ``high`` (``reference`` or ``best observed``)."""
+    """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to 0)
+    and its ``low_source`` (``random policy``, or ``untrained policy`` for older results),
+    ``high`` (mapped to 1) and its ``source`` (``reference`` or ``best observed``)."""

@@ -15,10 +15,16 @@ from blip_ray.experiments.records import TrialResult
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
 
 
-def load_trials(experiment_dir: Path) -> list[TrialResult]:
-    """Every trial of the experiment, finished, failed or cut short, sorted by method and seed."""
+def load_trials(
+    experiment_dir: Path, *, reference: dict[str, float] | None = None
+) -> list[TrialResult]:
+    """Every trial of the experiment, finished, failed or cut short, sorted by method and seed.
+
+    RL returns are normalized (:func:`normalize_rl_returns`); ``reference`` replaces the spec's
+    single-task reference returns.
+    """
     trials = [_load_trial(p.parent) for p in sorted(Path(experiment_dir).glob("*/params.json"))]
-    normalize_rl_returns(trials)
+    normalize_rl_returns(trials, reference)
     return sorted(trials, key=lambda t: (t.method, _hp_key(t.hyperparameters), t.seed, t.trial_id))
 
 
@@ -57,36 +63,59 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     )
 
 
-def normalize_rl_returns(trials: list[TrialResult]) -> None:
+def normalize_rl_returns(
+    trials: list[TrialResult], reference: dict[str, float] | None = None
+) -> None:
     """Raw game scores -> per-game normalized return, in place, for the RL trials.
 
-    Per task u, 0 is a uniformly random policy's return (mean over the experiment's trials) and 1
-    the spec's single-task reference return for u when it gives one (``rl.reference_returns``),
-    else the best return observed for u in any trial of the experiment. A task whose 1 is not
-    above its 0 has no usable scale and reads NaN. ACC, BWT and forgetting are then computed on
-    these values; ``raw_matrix`` keeps the scores and ``normalization`` the scale of each task.
+    Per task u, 0 is a uniformly random policy's return (mean over the experiment's trials; the
+    untrained policy's for results recorded without one) and 1 the single-task reference return
+    for u when there is one (``reference``, else the spec's ``rl.reference_returns``), else the
+    best return observed for u in any trial of the experiment. A task whose 1 is not above its 0
+    has no usable scale and reads NaN. ACC, BWT and forgetting are then computed on these values;
+    ``raw_matrix`` keeps the scores and ``normalization`` the scale of each task.
     """
     rl = [t for t in trials if t.metric == "return" and t.matrix]
     if not rl:
         return
     tasks = max(len(t.matrix[0]) for t in rl)
     names = next((t.task_names for t in rl if len(t.task_names) >= tasks), [])
-    reference = next((t.reference for t in rl if t.reference), {})
-    low = np.zeros(tasks)
-    high = np.zeros(tasks)
+    names = names[:tasks] or [f"task {u}" for u in range(tasks)]
+    if reference is None:
+        reference = next((t.reference for t in rl if t.reference), {})
+    unknown = sorted(set(reference) - set(names))
+    if unknown:
+        raise ValueError(
+            f"reference returns: unknown task {unknown[0]!r}; this experiment's tasks are "
+            f"{', '.join(names)}"
+        )
+    low, high = np.zeros(tasks), np.zeros(tasks)
     scale = []
-    for u in range(tasks):
-        name = names[u] if u < len(names) else f"task {u}"
-        # Results from before the random-policy baseline fall back to the untrained policy's.
-        base = [row[u] for t in rl if (row := t.random_row or t.initial_row) and u < len(row)]
-        low[u] = float(np.nanmean(base)) if base else 0.0
+    for u, name in enumerate(names):
+        low[u], low_source = 0.0, "none recorded"
+        for source, rows in (
+            ("random policy", [t.random_row for t in rl]),
+            ("untrained policy", [t.initial_row for t in rl]),
+        ):
+            values = [row[u] for row in rows if row and u < len(row) and np.isfinite(row[u])]
+            if values:
+                low[u], low_source = float(np.mean(values)), source
+                break
         if name in reference:
             high[u], source = reference[name], "reference"
         else:
             observed = [row[u] for t in rl for row in t.matrix if u < len(row)]
             high[u], source = max([*observed, low[u]]), "best observed"
-        high[u] = max(high[u], low[u])  # a reference below random: no scale (NaN)
-        scale.append({"task": name, "low": low[u], "high": float(high[u]), "source": source})
+        high[u] = max(high[u], low[u])  # a reference below the zero: no scale (NaN)
+        scale.append(
+            {
+                "task": name,
+                "low": float(low[u]),
+                "low_source": low_source,
+                "high": float(high[u]),
+                "source": source,
+            }
+        )
     for t in rl:
         matrix = np.array(t.matrix, dtype=float)
         t.raw_matrix = t.matrix

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from blip_ray.experiments import spec as base
@@ -85,15 +86,24 @@ def _references(raw: Any, benchmark: str) -> dict[str, float]:
     if raw is None:
         return {}
     names = [task.name for task in RL_SEQUENCES[benchmark].tasks]
-    if not isinstance(raw, dict):
-        raise base.SpecError(
-            f"rl.reference_returns: expected a mapping of task name to return, like "
-            f"{{{names[0]}: 100.0}}"
-        )
-    unknown = sorted(str(k) for k in raw if k not in names)
+    values = _return_mapping(raw, "rl.reference_returns", example=f"{{{names[0]}: 100.0}}")
+    unknown = sorted(k for k in values if k not in names)
     if unknown:
         raise base.SpecError(
             f"rl.reference_returns: unknown task {unknown[0]!r}; {benchmark}'s tasks are "
             f"{', '.join(names)}"
         )
-    return {k: base._number(v, f"rl.reference_returns.{k}") for k, v in raw.items()}
+    return values
+
+
+def load_reference_returns(path: str | Path) -> dict[str, float]:
+    """Single-task reference returns from a YAML file (``{Boxing: 90.0, ...}``), for
+    ``blip-ray report --reference-returns``; task names are checked against the experiment's."""
+    raw = base.read_yaml(path, example="a YAML mapping of task name to return")
+    return _return_mapping(raw, str(path), example="{Boxing: 90.0}")
+
+
+def _return_mapping(raw: Any, where: str, *, example: str) -> dict[str, float]:
+    if not isinstance(raw, dict) or not raw:
+        raise base.SpecError(f"{where}: expected a mapping of task name to return, like {example}")
+    return {str(k): base._number(v, f"{where}.{k}") for k, v in raw.items()}

@@ -150,21 +150,23 @@ _FloatSafeLoader.add_implicit_resolver(
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML spec file."""
+    return parse_spec(read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml"))
+
+
+def read_yaml(path: str | Path, *, example: str) -> Any:
+    """The safe-loaded content of a YAML file; a SpecError names what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
-        raise SpecError(
-            f"spec file {path} {problem}; pass a YAML file such as benchmarks/pdigits.yaml"
-        )
+        raise SpecError(f"{path} {problem}; pass {example}")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_FloatSafeLoader)  # noqa: S506 (safe)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_FloatSafeLoader)  # noqa: S506 (safe)
     except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a UTF-8 text file; a spec is YAML text") from None
+        raise SpecError(f"{path}: not a UTF-8 text file; pass {example}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
-    return parse_spec(raw)
 
 
 def parse_spec(raw: Any) -> ExperimentSpec:
