@@ -432,7 +432,11 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
 
 
 def _markdown(
-    trials: Sequence[TrialResult], plots: list[tuple[str, Path]], title: str, wall_s: float | None
+    trials: Sequence[TrialResult],
+    plots: list[tuple[str, Path]],
+    title: str,
+    wall_s: float | None,
+    planned: int | None = None,
 ) -> str:
     status = Counter(trial.status for trial in trials)
     units = sorted({UNITS.get(trial.metric, trial.metric) for trial in trials}) or ["none"]
@@ -442,9 +446,13 @@ def _markdown(
         lines.append(f"Wall time: {_duration(wall_s)} ({wall_s:.1f} s){rate}.")
     known = ("ok", "failed", "incomplete")
     others = "".join(f", {n} {s}" for s, n in sorted(status.items()) if s not in known)
+    if planned is not None and planned > len(trials):
+        others += f", {planned - len(trials)} not started ({planned} planned)"
+    else:
+        others += f" ({len(trials)} in all)"
     lines += [
         f"Trials: {status['ok']} ok, {status['failed']} failed, {status['incomplete']} incomplete"
-        f"{others} ({len(trials)} in all).",
+        f"{others}.",
         *("", "## Results", "", markdown_table(trials), ""),
         "Mean ± 95% confidence half-width over seeds (Student t); (n=1): a single seed, no "
         f"interval. Only trials with status ok count toward this table ({status['ok']} of "
@@ -468,11 +476,18 @@ def _markdown(
 
 
 def write_report(
-    trials: list[TrialResult], out_dir: Path, *, title: str, wall_s: float | None = None
+    trials: list[TrialResult],
+    out_dir: Path,
+    *,
+    title: str,
+    wall_s: float | None = None,
+    planned: int | None = None,
 ) -> ReportPaths:
     """Write summary.csv, matrices.csv, the PNG plots and report.md (linking them) to out_dir.
 
     ``wall_s`` is the whole run's wall time; with it the report states trials per minute.
+    ``planned`` is the size of the spec's grid: trials an interrupted run never started are
+    counted as such.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -480,5 +495,5 @@ def write_report(
     summary_frame(trials).to_csv(summary_csv, index=False)
     matrices_frame(trials).to_csv(matrices_csv, index=False)
     plots = _write_plots(trials, out_dir)
-    report_md.write_text(_markdown(trials, plots, title, wall_s), encoding="utf-8")
+    report_md.write_text(_markdown(trials, plots, title, wall_s, planned), encoding="utf-8")
     return ReportPaths(summary_csv, matrices_csv, report_md, tuple(path for _, path in plots))

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from ray.tune.search.variant_generator import generate_variants
 
-from blip_ray.experiments.launch import param_space
+from blip_ray.experiments.launch import param_space, planned_trials
 from blip_ray.experiments.spec import parse_spec
 
 SPEC = {
@@ -42,3 +42,7 @@ def test_sampled_hyperparameters_are_shared_by_every_seed():
 def test_grid_leaves_cross_with_seeds():
     ewc = {(m["hp"]["lamb"], m["seed"]) for m in variants() if m["name"] == "ewc"}
     assert ewc == {(lamb, seed) for lamb in (10.0, 100.0) for seed in (0, 1, 2)}
+
+
+def test_planned_trials_counts_what_tune_expands():
+    assert planned_trials(parse_spec(SPEC)) == len(variants()) == 3 * (3 + 2 * 3)

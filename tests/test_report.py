@@ -248,3 +248,9 @@ def test_missing_random_returns_fall_back_to_the_untrained_policy_and_references
     assert np.allclose(trials[1].matrix[0], [22 / 30, 2 / 38])
     with pytest.raises(ValueError, match="unknown task 'Pongg'; this experiment's tasks are Pong"):
         normalize_rl_returns([_rl_trial(0, [[1.0, 1.0]], [0.0, 0.0])], {"Pongg": 1.0})
+
+
+def test_an_interrupted_run_counts_the_trials_it_never_started(tmp_path: Path) -> None:
+    trials = [_trial("sgd", 0), _trial("sgd", 1, status="incomplete", matrix=[[0.9, 0.5, 0.5]])]
+    text = write_report(trials, tmp_path, title="t", planned=5).report_md.read_text()
+    assert "Trials: 1 ok, 0 failed, 1 incomplete, 3 not started (5 planned)." in text

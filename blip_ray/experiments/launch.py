@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.variant_generator import generate_variants
 
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
@@ -91,6 +92,13 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         for name, hp in spec.methods.items()
     ]
     return {"run": run, "method": tune.grid_search(methods)}
+
+
+def planned_trials(spec: ExperimentSpec) -> int:
+    """How many trials the spec's grid makes (Tune's own expansion, times ``samples``)."""
+    return spec.samples * sum(
+        1 for _ in generate_variants(param_space(spec), constant_grid_search=True)
+    )
 
 
 def _absolute(path: str | None) -> str | None:
@@ -180,7 +188,13 @@ def run_experiment(
     # finished nor failed are what an interruption leaves behind.
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     trials = load_trials(experiment_dir)
-    write_report(trials, experiment_dir, title=f"{spec.name} ({spec.benchmark})", wall_s=wall)
+    write_report(
+        trials,
+        experiment_dir,
+        title=f"{spec.name} ({spec.benchmark})",
+        wall_s=wall,
+        planned=planned_trials(spec),
+    )
     failed = sum(t.status != "ok" for t in trials)
     return RunOutcome(
         experiment_dir, len(trials), failed, wall, markdown_table(trials), interrupted
