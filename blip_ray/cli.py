@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -144,6 +145,7 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from blip_ray.experiments.launch import RUN_RECORD
     from blip_ray.experiments.results import load_trials
     from blip_ray.experiments.rl_spec import load_reference_returns
     from blip_ray.report import markdown_table, write_report
@@ -153,7 +155,11 @@ def _report(args: argparse.Namespace) -> int:
     trials = load_trials(run_dir, reference=reference) if run_dir.is_dir() else []
     if not trials:
         raise ValueError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
-    write_report(trials, run_dir, title=run_dir.name)
+    header = {"title": run_dir.name}
+    record = run_dir / RUN_RECORD
+    if record.is_file():  # the title, wall time and planned trials of the run that wrote it
+        header.update(json.loads(record.read_text()))
+    write_report(trials, run_dir, **header)
     print(markdown_table(trials))
     return EXIT_FAILED if any(t.status != "ok" for t in trials) else EXIT_OK
 

@@ -47,7 +47,11 @@ from blip_ray.metrics import METRIC_NAMES, ci95, summary
 FIXED_COLUMNS = ("trial_id", "method", "seed", *METRIC_NAMES, "capacity", "state_bytes")
 FIXED_COLUMNS += ("tasks_done", "status", "error")
 """summary.csv's columns besides the hyperparameters (which go between ``seed`` and ``acc``)."""
-MATRIX_COLUMNS = ("trial_id", "method", "seed", "trained_task", "eval_task", "task_name", "value")
+MATRIX_COLUMNS = (
+    *("trial_id", "method", "seed", "trained_task", "eval_task", "task_name", "value"),
+    "raw_value",
+)
+"""``value``: the matrix entry (accuracy, normalized return); ``raw_value``: RL's raw game score."""
 TABLE_LABELS = {
     "acc": "ACC",
     "bwt": "BWT (1/T, official)",
@@ -153,7 +157,11 @@ def summary_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
 def matrices_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
     """Every finished matrix entry in long form: one row per (trial, trained task, eval task)."""
     rows = [
-        (trial.trial_id, trial.method, trial.seed, t, u, _task_name(trial.task_names, u), value)
+        (
+            *(trial.trial_id, trial.method, trial.seed, t, u, _task_name(trial.task_names, u)),
+            value,
+            trial.raw_matrix[t][u] if trial.raw_matrix else None,
+        )
         for trial in trials
         for t, row in enumerate(trial.matrix)
         for u, value in enumerate(row)
@@ -428,6 +436,40 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
         f"| {s['source']} |"
         for s in rl[0].normalization or []
     ]
+    unscaled = [s["task"] for s in rl[0].normalization or [] if not s["high"] > s["low"]]
+    if unscaled:
+        lines += [
+            "",
+            f"No usable scale for {', '.join(unscaled)}: one is not above zero (no policy "
+            "evaluated here, nor a given reference, beat the random policy), so their normalized "
+            "returns, and every metric that averages over them, read n/a. Raw returns follow.",
+        ]
+    return lines + _raw_returns(trials)
+
+
+def _raw_returns(trials: Sequence[TrialResult]) -> list[str]:
+    """RL: raw scores per game right after training it and after the last task (seed means)."""
+    groups = [g for g in _groups(trials) if all(t.raw_matrix for t in g.trials)]
+    if not groups:
+        return []
+    names = _shared_names(groups[0].trials) or [
+        f"task {u}" for u in range(len(groups[0].trials[0].raw_matrix[0]))
+    ]
+    lines = [
+        "",
+        "## Raw returns",
+        "",
+        "Mean raw score over seeds: right after training each game (R[u, u]) and after the last "
+        "game (R[T-1, u]).",
+        "",
+        "| Method | When | " + " | ".join(_cell(n) for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for group in groups:
+        raw = np.array([t.raw_matrix for t in group.trials], dtype=float).mean(axis=0)
+        for when, values in (("just trained", np.diag(raw)), ("after the last", raw[-1])):
+            cells = " | ".join(f"{v:.4g}" for v in values)
+            lines.append(f"| {_cell(group.name)} | {when} | {cells} |")
     return lines
 
 

@@ -81,8 +81,11 @@ def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
     references = tmp_path / "references.yaml"
     references.write_text(f"{tasks[1]}: 1.0e+6\n")
     assert main(["report", str(experiment), "--reference-returns", str(references)]) == 0
-    scale = (experiment / "report.md").read_text().split("## Normalization")[1].split("##")[0]
+    rewritten = (experiment / "report.md").read_text()
+    assert rewritten.startswith(f"# {spec.name} ({spec.benchmark})") and "Wall time: " in rewritten
+    scale = rewritten.split("## Normalization")[1].split("##")[0]
     assert f"| {tasks[1]} | " in scale and "| 1e+06 | reference |" in scale
+    assert "## Raw returns" in rewritten
     references.write_text("NoSuchGame: 1.0\n")
     assert main(["report", str(experiment), "--reference-returns", str(references)]) == 2
 

@@ -102,7 +102,9 @@ def test_matrices_csv_long_form(report, trials: list[TrialResult]) -> None:
     frame = pd.read_csv(report.matrices_csv)
     assert list(frame.columns) == [
         *("trial_id", "method", "seed", "trained_task", "eval_task", "task_name", "value"),
+        "raw_value",
     ]
+    assert frame["raw_value"].isna().all()  # accuracies have no raw score
     assert len(frame) == 5 * 9 + 3  # five finished 3x3 runs, one failed run with one row
     row = frame.query("trial_id == 'sgd_0' and trained_task == 1 and eval_task == 0")
     assert row["value"].item() == pytest.approx(0.4) and row["task_name"].item() == "t0"
@@ -221,13 +223,21 @@ def test_rl_returns_normalize_between_random_and_reference_or_best(tmp_path: Pat
     table = text.split("## Normalization")[1].split("##")[0]
     assert "| Pong | -4 | random policy | 18 | best observed |" in table
     assert "| Boxing | 2 | random policy | 50 | reference |" in table
+    assert "No usable scale" not in text
+    raw = text.split("## Raw returns")[1].split("##")[0]
+    assert "| blip | just trained | 14 | 35 |" in raw  # diagonal means: (10+18)/2, (30+40)/2
+    assert "| blip | after the last | 9 | 35 |" in raw
 
 
-def test_a_reference_below_the_random_policy_leaves_that_game_unscaled() -> None:
+def test_a_reference_below_the_random_policy_leaves_that_game_unscaled(tmp_path: Path) -> None:
     trial = _rl_trial(0, [[10.0, 2.0], [6.0, 30.0]], random_row=[-2.0, 60.0])
     normalize_rl_returns([trial])
     assert trial.matrix[1][0] == pytest.approx(8 / 12)
     assert all(math.isnan(row[1]) for row in trial.matrix)
+    text = write_report([trial], tmp_path, title="rl").report_md.read_text()
+    assert "No usable scale for Boxing: one is not above zero" in text
+    frame = pd.read_csv(tmp_path / "matrices.csv")
+    assert frame["raw_value"].tolist() == [10.0, 2.0, 6.0, 30.0]
 
 
 def test_missing_random_returns_fall_back_to_the_untrained_policy_and_references_override() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -24,6 +25,10 @@ from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import experiment_dir_for, write_spec_record
 from blip_ray.experiments.trainable import supervised_trainable
 from blip_ray.report import markdown_table, write_report
+
+RUN_RECORD = "blip_ray_run.json"
+"""The report header of the experiment's last run (title, wall time, planned trials), kept so
+``blip-ray report`` can rewrite the report with it."""
 
 __all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
 
@@ -188,13 +193,10 @@ def run_experiment(
     # finished nor failed are what an interruption leaves behind.
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     trials = load_trials(experiment_dir)
-    write_report(
-        trials,
-        experiment_dir,
-        title=f"{spec.name} ({spec.benchmark})",
-        wall_s=wall,
-        planned=planned_trials(spec),
-    )
+    header = {"title": f"{spec.name} ({spec.benchmark})", "wall_s": wall}
+    header["planned"] = planned_trials(spec)
+    (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
+    write_report(trials, experiment_dir, **header)
     failed = sum(t.status != "ok" for t in trials)
     return RunOutcome(
         experiment_dir, len(trials), failed, wall, markdown_table(trials), interrupted
