@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+from pyarrow.fs import LocalFileSystem
 from ray.tune.result import SHOULD_CHECKPOINT
 
 from blip_ray.experiments.loggers import CsvRows, JsonRows
@@ -17,6 +19,11 @@ class _Trial:
         self.local_path = str(path)
         self.config = {"method": {"name": "finetune", "seed": 0}}
         self.checkpoint = None
+        # Where Tune would restore the files from when the trial restarts from a checkpoint.
+        remote = path.parent / "storage" / path.name
+        self.storage = SimpleNamespace(
+            trial_fs_path=str(remote), storage_filesystem=LocalFileSystem()
+        )
         self.init_local_path()
 
     def init_local_path(self) -> None:
@@ -27,7 +34,7 @@ def _result(task: int, *, checkpoint: bool = True) -> dict:
     return {"trial_id": "t0", "task": task, "tasks_done": task + 1, SHOULD_CHECKPOINT: checkpoint}
 
 
-def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path):
+def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path, caplog):
     trial = _Trial(tmp_path / "t0")
     loggers = [JsonRows(), CsvRows()]
 
@@ -38,8 +45,10 @@ def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path
     send("on_trial_start")
     send("on_trial_result", _result(0))
     assert task_rows(tmp_path) == {}  # reported, checkpoint not registered yet
+    trial.checkpoint = "checkpoint_000000"  # registered: the files are open, nothing to restore
     send("on_trial_save")
     assert task_rows(tmp_path) == {"t0": [0]}
+    assert "Remote file not found" not in caplog.text
 
     send("on_trial_result", _result(1))
     send("on_trial_recover")  # the trial died before Tune registered task 1's checkpoint

@@ -61,3 +61,11 @@ class JsonRows(_RowsAfterCheckpoint, JsonLoggerCallback):
 
 class CsvRows(_RowsAfterCheckpoint, CSVLoggerCallback):
     """Tune's ``progress.csv`` logger, rows after checkpoints."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        # Open the file when the trial starts, as the JSON logger does. Tune's CSV logger opens it
+        # at the first row, which here comes after the first checkpoint: it would then look for
+        # a progress.csv to restore from storage, and warn that there is none. A restarted trial
+        # keeps its open file and column order.
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
