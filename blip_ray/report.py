@@ -459,8 +459,8 @@ def _raw_returns(trials: Sequence[TrialResult]) -> list[str]:
         "",
         "## Raw returns",
         "",
-        "Mean raw score over seeds: right after training each game (R[u, u]) and after the last "
-        "game (R[T-1, u]).",
+        "Mean raw score over seeds: right after training each task (R[u, u]) and after the last "
+        "task (R[T-1, u]).",
         "",
         "| Method | When | " + " | ".join(_cell(n) for n in names) + " |",
         "|---|---|" + "---|" * len(names),
