@@ -405,12 +405,13 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
     rl = [t for t in trials if t.normalization]
     if not rl:
         return []
-    lines = []
-    budgets = {json.dumps(t.budget, sort_keys=True) for t in rl if t.budget}
+    lines, budgets = [], []
+    for trial in rl:
+        if trial.budget and trial.budget not in budgets:
+            budgets.append(trial.budget)
     if budgets:
         lines += ["", "## Budget", ""]
-        for text in sorted(budgets):
-            budget = json.loads(text)
+        for budget in budgets:
             cap = budget.get("eval_max_steps")
             lines.append(
                 f"- {budget['steps_per_task']:,} env steps per task; evaluation: "
@@ -431,12 +432,13 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
         "| Task | Zero (raw) | Zero from | One (raw) | One from |",
         "|---|---|---|---|---|",
     ]
+    scale = rl[0].normalization or []
     lines += [
-        f"| {_cell(s['task'])} | {s['low']:.4g} | {s.get('low_source', '')} | {s['high']:.4g} "
+        f"| {_cell(s['task'])} | {s['low']:.4g} | {s['low_source']} | {s['high']:.4g} "
         f"| {s['source']} |"
-        for s in rl[0].normalization or []
+        for s in scale
     ]
-    unscaled = [s["task"] for s in rl[0].normalization or [] if not s["high"] > s["low"]]
+    unscaled = [s["task"] for s in scale if not s["high"] > s["low"]]
     if unscaled:
         lines += [
             "",

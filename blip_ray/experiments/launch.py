@@ -193,8 +193,11 @@ def run_experiment(
     # finished nor failed are what an interruption leaves behind.
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     trials = load_trials(experiment_dir)
-    header = {"title": f"{spec.name} ({spec.benchmark})", "wall_s": wall}
-    header["planned"] = planned_trials(spec)
+    header = {
+        "title": f"{spec.name} ({spec.benchmark})",
+        "wall_s": wall,
+        "planned": planned_trials(spec),
+    }
     (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
     write_report(trials, experiment_dir, **header)
     failed = sum(t.status != "ok" for t in trials)
