@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -105,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from blip_ray.experiments.spec import load_spec
+
+    spec = load_spec(args.spec)  # every spec mistake stops the run here, before Ray is imported
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         # An embedded instance is one machine: keep it on loopback (Ray would advertise the
         # interface address). Ray reads this when imported, so it is set before the import.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from blip_ray.experiments.launch import run_experiment
-    from blip_ray.experiments.spec import load_spec
 
-    spec = load_spec(args.spec)
     if args.data_dir:
         spec = dataclasses.replace(spec, data_dir=args.data_dir)
     if args.smoke:
@@ -145,9 +147,9 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.launch import RUN_RECORD
     from blip_ray.experiments.results import load_trials
-    from blip_ray.experiments.rl_spec import load_reference_returns
+    from blip_ray.experiments.spec import load_reference_returns
+    from blip_ray.experiments.storage import RUN_RECORD
     from blip_ray.report import markdown_table, write_report
 
     reference = load_reference_returns(args.reference_returns) if args.reference_returns else None
@@ -168,15 +170,28 @@ def _list(args: argparse.Namespace) -> int:
     from blip_ray.data import SEQUENCES
     from blip_ray.methods import METHODS
     from blip_ray.models import MODELS
+    from blip_ray.rl.sequences import RL_SEQUENCES
 
-    print("benchmarks: " + ", ".join(sorted(SEQUENCES)))
-    print("networks:   " + ", ".join(sorted(MODELS)))
-    print("methods:")
-    for name in sorted(METHODS):
-        fields = dataclasses.fields(METHODS[name].config_class)
-        settings = ", ".join(f"{f.name}={f.default!r}" for f in fields) or "(no hyperparameters)"
-        print(f"  {name:<11} {settings}")
+    print("supervised benchmarks:")
+    for name, entry in sorted(SEQUENCES.items()):
+        shape = "x".join(map(str, entry.input_shape))
+        print(f"  {name:<13}{entry.num_tasks:>3} tasks of {shape}, network {entry.network}")
+    print("RL benchmarks:")
+    for name, sequence in sorted(RL_SEQUENCES.items()):
+        print(f"  {name:<13}{len(sequence.tasks):>3} tasks, trunk {sequence.trunk}")
+    print("networks: " + ", ".join(sorted(MODELS)))
+    print("methods (tracks: hyperparameter defaults; on an RL sequence, its own defaults):")
+    for name, method in sorted(METHODS.items()):
+        defaults = {f.name: f.default for f in dataclasses.fields(method.config_class)}
+        print(f"  {name:<11} {', '.join(method.tracks)}: {_assignments(defaults)}")
+        for sequence in RL_SEQUENCES.values() if "rl" in method.tracks else ():
+            if own := sequence.method_defaults.get(name):
+                print(f"  {'':<11} on {sequence.name}: {_assignments(own)}")
     return EXIT_OK
+
+
+def _assignments(values: Mapping[str, object]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "none"
 
 
 if __name__ == "__main__":

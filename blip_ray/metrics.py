@@ -26,12 +26,28 @@ stay numeric wherever the value is defined.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-METRIC_NAMES: tuple[str, ...] = ("acc", "bwt", "bwt_gem", "forgetting", "fwt")
-"""Keys of :func:`summary`, in table order."""
+
+@dataclass(frozen=True)
+class Metric:
+    """One matrix metric. :func:`summary`, summary.csv and the report's table read :data:`METRICS`,
+    so a new metric is one entry there. ``fn(R)``, or ``fn(R, baseline)`` if ``needs_baseline``:
+    then NaN without a baseline (no reference measured), not 0.0."""
+
+    key: str
+    label: str
+    fn: Callable[..., float]
+    needs_baseline: bool = False
+
+    def __call__(self, R: ArrayLike, baseline: ArrayLike | None = None) -> float:
+        if not self.needs_baseline:
+            return self.fn(R)
+        return math.nan if baseline is None else self.fn(R, baseline)
 
 
 def _as_matrix(R: ArrayLike) -> np.ndarray:
@@ -142,6 +158,18 @@ def fwt(R: ArrayLike, baseline: ArrayLike) -> float:
     return float((zero_shot - base[1:tasks]).mean())
 
 
+METRICS: tuple[Metric, ...] = (
+    Metric("acc", "ACC", acc),
+    Metric("bwt", "BWT (1/T, official)", bwt),
+    Metric("bwt_gem", "BWT (1/(T-1), GEM)", bwt_gem),
+    Metric("forgetting", "Forgetting", forgetting),
+    Metric("fwt", "FWT", fwt, needs_baseline=True),
+)
+"""Every matrix metric, in table order."""
+METRIC_NAMES: tuple[str, ...] = tuple(metric.key for metric in METRICS)
+"""Keys of :func:`summary`, in table order."""
+
+
 def normalize_returns(R: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarray:
     """Per-game normalised returns ``(R[:, u] - low[u]) / (high[u] - low[u])`` for RL.
 
@@ -167,28 +195,9 @@ def normalize_returns(R: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarr
 
 
 def summary(R: ArrayLike, baseline: ArrayLike | None = None) -> dict[str, float]:
-    """Every metric of one (possibly partial) run, keyed as :data:`METRIC_NAMES`.
-
-    ``fwt`` is NaN when no ``baseline`` is given (forward transfer needs a reference).
-    """
-    return {
-        "acc": acc(R),
-        "bwt": bwt(R),
-        "bwt_gem": bwt_gem(R),
-        "forgetting": forgetting(R),
-        "fwt": math.nan if baseline is None else fwt(R, baseline),
-    }
-
-
-def running_summary(R: ArrayLike, baseline: ArrayLike | None = None) -> list[dict[str, float]]:
-    """One :func:`summary` per finished row: entry ``k-1`` holds the metrics after task ``k-1``.
-
-    Entry ``k-1`` equals ``summary(R[:k])``, i.e. the metrics of the ``k``-task run seen so far;
-    a trainable reporting after each task calls ``summary`` on its rows so far and gets the same.
-    ``pandas.DataFrame(running_summary(R))`` gives the running-metrics table.
-    """
-    matrix = _as_matrix(R)
-    return [summary(matrix[:rows], baseline) for rows in range(1, matrix.shape[0] + 1)]
+    """Every metric of :data:`METRICS` on one (possibly partial) run, keyed and ordered as there;
+    ``fwt`` is NaN without a ``baseline`` (forward transfer needs a reference)."""
+    return {metric.key: metric(R, baseline) for metric in METRICS}
 
 
 def ci95(values: ArrayLike) -> tuple[float, float]:

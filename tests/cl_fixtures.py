@@ -8,6 +8,8 @@ from torch import nn
 from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.models.base import MultiHeadNet
 from blip_ray.quant import QuantLinear
+from blip_ray.rl.sequences import get_rl_sequence
+from blip_ray.rl.settings import ContinualSettings, RlSettings
 
 
 def synthetic_sequence(
@@ -50,3 +52,25 @@ def grid_spec(name: str, *extra: str) -> str:
         *extra,
     ]
     return "\n".join(lines) + "\n"
+
+
+def continual_settings(
+    method: str = "blip",
+    *,
+    sequence: str = "cartpole3",
+    num_tasks: int | None = None,
+    hp: dict | None = None,
+    num_env_runners: int = 0,
+    **rl: object,
+) -> ContinualSettings:
+    """One continual PPO run's settings: the sequence's defaults under ``rl`` (RlSettings
+    fields, ``ppo`` a dict of overrides), on CPU."""
+    return ContinualSettings(
+        sequence=sequence,
+        num_tasks=num_tasks or len(get_rl_sequence(sequence).tasks),
+        method=method,
+        method_hp=hp or {},
+        seed=0,
+        rl=RlSettings.for_sequence(sequence, num_env_runners=num_env_runners, **rl),
+        num_gpus_per_learner=0,
+    )

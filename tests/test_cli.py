@@ -6,17 +6,19 @@ starts, with ``blip-ray: error: <the problem>`` on stderr and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
 import textwrap
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from blip_ray.cli import main
-from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.spec import SpecError, load_spec
 from blip_ray.experiments.storage import SPEC_RECORD, UserError, _check_same_spec
 
 GOOD = """\
@@ -26,6 +28,16 @@ methods: {blip: {f_prior: 1e-15}, finetune: {}}
 seeds: [0]
 """
 RL_GOOD = "name: r\nbenchmark: cartpole3\nmethods: {blip: {}, finetune: {}}\nseeds: [0]\n"
+#: Supervised-only keys, each with a value that would be valid on a supervised benchmark.
+SUPERVISED_ONLY = {
+    "network": "mlp",
+    "width": 2,
+    "fc_width": 64,
+    "train": "{lr: 0.1}",
+    "data_dir": "data",
+    "download": "false",
+    "device": "cpu",
+}
 
 
 def _closed_port() -> int:
@@ -59,6 +71,8 @@ class Case:
     """Called with the storage directory before the run."""
     ray: bool = False
     """Needs a running Ray instance (the check compares against the cluster's resources)."""
+    in_spec: bool = True
+    """``load_spec`` itself refuses it (False: the run does, still before any trial starts)."""
 
 
 CASES = {
@@ -138,45 +152,173 @@ CASES = {
     "zero samples": Case("samples: must be >= 1", spec=GOOD + "samples: 0\n"),
     "negative retries": Case("max_failures: must be >= 0", spec=GOOD + "max_failures: -1\n"),
     "zero cpus": Case("resources.cpu: must be > 0", spec=GOOD + "resources: {cpu: 0}\n"),
+    # duplicate keys, which YAML alone would resolve silently to the last one
+    "a method twice": Case(
+        "invalid YAML at line 5: duplicate key 'blip' (first at line 4); keep one of them",
+        spec="name: t\nbenchmark: pdigits\nmethods:\n  blip: {}\n  blip: {f_prior: 1e-12}\n"
+        "seeds: [0]\n",
+    ),
+    "two names": Case(
+        "invalid YAML at line 5: duplicate key 'name' (first at line 1)", spec=GOOD + "name: u\n"
+    ),
+    # what a trial would fail on: the network, the tasks, the name
+    "an image network on flat inputs": Case(
+        "network: alexnet32 needs a channels-first image shape (C, H, W), got (784,) from "
+        "mnist5; use mlp",
+        spec=GOOD.replace("pdigits", "mnist5") + "network: alexnet32\n",
+    ),
+    "the Atari trunk on digits": Case(
+        "network: atari_cnn needs a channels-first image shape (C, H, W), got (64,) from "
+        "pdigits; use mlp",
+        spec=GOOD + "network: atari_cnn\n",
+    ),
+    "fc_width without a rule": Case(
+        "fc_width: alexnet84 has no fc_width rule; leave fc_width unset",
+        spec=GOOD.replace("pdigits", "miniimagenet") + "fc_width: 100\n",
+    ),
+    "more tasks than the sequence": Case(
+        "tasks: pdigits has 10 tasks; use 1 to 10, got 50", spec=GOOD + "tasks: 50\n"
+    ),
+    "more tasks than an RL sequence": Case(
+        "tasks: cartpole3 has 3 tasks; use 1 to 3, got 4", spec=RL_GOOD + "tasks: 4\n"
+    ),
+    "name too long for a file": Case(
+        "name: 300 characters is too long for a directory name; use at most 200",
+        spec=GOOD.replace("name: t", "name: " + "a" * 300),
+    ),
+    # hyperparameter values, checked by the method's own config (every searched value)
+    "negative F_prior": Case(
+        "methods.blip.f_prior: must be > 0, got -1e-15", spec=GOOD.replace("1e-15", "-1e-15")
+    ),
+    "zero F_prior": Case(
+        "methods.blip.f_prior: must be > 0, got 0.0", spec=GOOD.replace("1e-15", "0")
+    ),
+    "too many bits": Case(
+        "methods.blip.max_bit: must be in 1..30, got 40",
+        spec=GOOD.replace("f_prior: 1e-15", "max_bit: 40"),
+    ),
+    "a bad value in a grid": Case(
+        "methods.blip.f_prior: must be > 0, got -1e-15",
+        spec=GOOD.replace("1e-15", "{grid: [1e-15, -1e-15]}"),
+    ),
+    "a bad end of a range": Case(
+        "methods.blip.f_prior: must be > 0, got -1e-15",
+        spec=GOOD.replace("1e-15", "{uniform: [-1e-15, 1e-15]}"),
+    ),
+    "a range over an integer": Case(
+        "methods.blip.max_bit: uniform needs a real-valued setting",
+        spec=GOOD.replace("f_prior: 1e-15", "max_bit: {uniform: [1, 20]}"),
+    ),
+    "zero F_prior on RL": Case(
+        "methods.blip.f_prior: must be > 0, got 0.0",
+        spec=RL_GOOD.replace("blip: {}", "blip: {f_prior: 0}"),
+    ),
+    # methods and keys of the other track
+    "a supervised-only method on RL": Case(
+        "methods.ewc: does not run on RL benchmarks; cartpole3 accepts blip, finetune, frozen, "
+        "online_ewc",
+        spec=RL_GOOD.replace("finetune", "ewc"),
+    ),
+    "the old RL name ft_fix": Case(
+        "methods: unknown method 'ft_fix'", spec=RL_GOOD.replace("finetune", "ft_fix")
+    ),
+    **{
+        f"{key} on an RL benchmark": Case(
+            f"{key}: does nothing on the RL benchmark cartpole3", spec=RL_GOOD + f"{key}: {value}\n"
+        )
+        for key, value in SUPERVISED_ONLY.items()
+    },
+    # the RL budget and PPO
+    "less than one PPO batch": Case(
+        "rl.steps_per_task: 1000 is below one PPO batch of 1024 env steps (ppo num_envs x "
+        "rollout_length); use at least 1024",
+        spec=RL_GOOD + "rl: {steps_per_task: 1000}\n",
+    ),
+    "envs that do not split over the runners": Case(
+        "rl.num_env_runners: 8 envs (ppo.num_envs) do not split over 3 env runners",
+        spec=RL_GOOD + "rl: {num_env_runners: 3}\n",
+    ),
+    "minibatches that do not divide the batch": Case(
+        "rl.ppo.num_minibatches: 3 minibatches do not divide the batch of 1024 env steps",
+        spec=RL_GOOD + "rl: {ppo: {num_minibatches: 3}}\n",
+    ),
+    "a negative PPO setting": Case(
+        "rl.ppo.lr: must be > 0, got -0.1", spec=RL_GOOD + "rl: {ppo: {lr: -0.1}}\n"
+    ),
     # files and storage
     "missing data_dir": Case(
         "MNIST",
         spec=GOOD.replace("pdigits", "mnist5") + "data_dir: {tmp}/nodata\ndownload: false\n",
+        in_spec=False,
     ),
     "spec is a directory": Case("is a directory", spec=None),
-    "unwritable storage": Case("is not writable", flags=("--storage", "{tmp}/spec.yaml/runs")),
-    "storage URI": Case("URIs are not supported", flags=("--storage", "s3://bucket/runs")),
-    # flags, alone and together
-    "unknown flag": Case("unrecognized arguments: --bogus", flags=("--bogus",)),
-    "name with a path": Case("--name: use letters", flags=("--name", "../elsewhere")),
-    "name clash": Case(
-        "already exists; add --resume", flags=("--name", "e"), setup=_existing_experiment
+    "unwritable storage": Case(
+        "is not writable", flags=("--storage", "{tmp}/spec.yaml/runs"), in_spec=False
     ),
-    "nothing to resume": Case("nothing to resume", flags=("--resume",)),
+    "storage URI": Case(
+        "URIs are not supported", flags=("--storage", "s3://bucket/runs"), in_spec=False
+    ),
+    # flags, alone and together
+    "unknown flag": Case("unrecognized arguments: --bogus", flags=("--bogus",), in_spec=False),
+    "name with a path": Case(
+        "--name: use letters", flags=("--name", "../elsewhere"), in_spec=False
+    ),
+    "name clash": Case(
+        "already exists; add --resume",
+        flags=("--name", "e"),
+        setup=_existing_experiment,
+        in_spec=False,
+    ),
+    "nothing to resume": Case("nothing to resume", flags=("--resume",), in_spec=False),
     "resume a full run with --smoke": Case(
-        "--resume: e started with tasks=null, this spec has tasks=2",
+        "--resume: e started with tasks=10, this spec has tasks=2",
         flags=("--resume", "--smoke", "--name", "e"),
         setup=_experiment_started_without_smoke,
+        in_spec=False,
     ),
     # the cluster
     "unreachable address": Case(
-        "cannot reach the Ray cluster at 127.0.0.1:{port}", flags=("--address", "127.0.0.1:{port}")
+        "cannot reach the Ray cluster at 127.0.0.1:{port}",
+        flags=("--address", "127.0.0.1:{port}"),
+        in_spec=False,
     ),
     "dashboard address": Case(
-        "that is the dashboard (job) address", flags=("--address", "http://127.0.0.1:8265")
+        "that is the dashboard (job) address",
+        flags=("--address", "http://127.0.0.1:8265"),
+        in_spec=False,
     ),
-    "address without port": Case("expected host:port", flags=("--address", "headnode")),
+    "address without port": Case(
+        "expected host:port", flags=("--address", "headnode"), in_spec=False
+    ),
     "more CPUs than the cluster": Case(
         "a trial asks for 64 CPU but the cluster has 2",
         spec=GOOD + "resources: {cpu: 64}\n",
         ray=True,
+        in_spec=False,
     ),
     "a GPU on a CPU cluster": Case(
         "a trial asks for 1 GPU but the cluster has 0",
         spec=GOOD + "resources: {gpu: 1}\n",
         ray=True,
+        in_spec=False,
     ),
 }
+
+
+@contextlib.contextmanager
+def _time_limit(*, seconds: float) -> Iterator[None]:
+    """Interrupt the block with TimeoutError once ``seconds`` have passed (main thread only)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
@@ -195,23 +337,26 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, request, capsys):
         case.setup(runs)
     port = _closed_port()
     flags = [f.replace("{tmp}", str(tmp_path)).replace("{port}", str(port)) for f in case.flags]
-    started = time.monotonic()
-    code = _exit_code(["run", str(spec), "--storage", str(runs), *flags])
+    with _time_limit(seconds=15):  # an unreachable address fails fast, too
+        code = _exit_code(["run", str(spec), "--storage", str(runs), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert case.message.replace("{port}", str(port)) in err, err
     assert len(err.splitlines()) == 1 and err.startswith("blip-ray: error: "), err
-    assert time.monotonic() - started < 15  # an unreachable address fails fast, too
+    if case.in_spec:  # refused while the spec is read, so the run never reaches Ray
+        with pytest.raises(SpecError) as refused:
+            load_spec(spec)
+        assert err == f"blip-ray: error: {refused.value}"
 
 
 def test_resume_accepts_new_reference_returns_but_not_a_new_budget(tmp_path):
     (tmp_path / "e").mkdir()
     spec = tmp_path / "r.yaml"
-    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1000}\n")
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1024}\n")
     (tmp_path / "e" / SPEC_RECORD).write_text(json.dumps(load_spec(spec).record()))
-    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1000, reference_returns: {cartpole-0: 500}}\n")
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 1024, reference_returns: {cartpole-0: 500}}\n")
     _check_same_spec(load_spec(spec), tmp_path / "e")  # references only rescale the report
-    spec.write_text(RL_GOOD + "rl: {steps_per_task: 2000}\n")
+    spec.write_text(RL_GOOD + "rl: {steps_per_task: 2048}\n")
     with pytest.raises(UserError, match="started with rl="):
         _check_same_spec(load_spec(spec), tmp_path / "e")
 
@@ -237,9 +382,20 @@ def _exit_code(argv: list[str]) -> int:
 
 def test_list_shows_benchmarks_methods_and_defaults(capsys):
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert "pdigits" in out and "miniimagenet" in out and "resnet18" in out
-    assert "f_prior=1e-15" in out and "lamb=5000.0" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert "  pdigits       10 tasks of 64, network mlp" in lines
+    assert "  miniimagenet  20 tasks of 3x84x84, network alexnet84" in lines
+    assert "  cartpole3      3 tasks, trunk mlp" in lines
+    assert "networks: alexnet32, alexnet84, atari_cnn, mlp, resnet18" in lines
+    blip = lines.index(
+        "  blip        supervised, rl: f_prior=1e-15, max_bit=20, fisher_batches=80, "
+        "fisher_batch_size=100"
+    )
+    assert lines[blip + 2].strip() == (
+        "on cartpole3: f_prior=5e-18, fisher_batches=32, fisher_batch_size=62"
+    )
+    assert "  ewc         supervised: lamb=5000.0, fisher_batch_size=20" in lines
+    assert "  frozen      supervised, rl: freeze_after=1" in lines
 
 
 def test_report_of_a_directory_without_trials_is_a_user_error(tmp_path, capsys):

@@ -14,12 +14,11 @@ import pytest
 import ray
 import torch
 import yaml
-from ray import tune
 
 from blip_ray.cli import build_parser
 from blip_ray.experiments import connect
 from blip_ray.experiments.spec import load_spec
-from blip_ray.experiments.trainable import STATE_FILE, _restore
+from blip_ray.supervised import LoopState
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +74,7 @@ def test_a_checkpoint_carrying_code_is_refused(tmp_path):
     marker = tmp_path / "ran"
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    torch.save({"next_task": 1, "model": _Payload(marker)}, checkpoint / STATE_FILE)
+    torch.save({"next_task": 1, "model": _Payload(marker)}, checkpoint / LoopState.FILE)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        _restore(tune.Checkpoint.from_directory(str(checkpoint)))
+        LoopState.load(checkpoint)
     assert not marker.exists()

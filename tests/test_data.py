@@ -109,6 +109,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return root, written
 
 
+@pytest.mark.parametrize("name", sorted(SEQUENCES))
+def test_registered_facts_are_what_the_loader_returns(name: str, tiny_root) -> None:
+    """Specs are checked against the registry without loading data, so it must not disagree."""
+    entry, root = SEQUENCES[name], tiny_root[0]
+    sequence = load_sequence(name, data_dir=root, seed=1, download=False)
+    assert (len(sequence), sequence.input_shape) == (entry.num_tasks, entry.input_shape)
+
+
 def _check_uint8_task(
     task, shape: tuple[int, ...], num_classes: int, valid_fraction: float
 ) -> None:

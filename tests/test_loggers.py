@@ -10,6 +10,7 @@ from ray.tune.result import SHOULD_CHECKPOINT
 
 from blip_ray.experiments.loggers import CsvRows, JsonRows
 from blip_ray.experiments.results import task_rows
+from blip_ray.records import TaskRow
 
 
 class _Trial:
@@ -31,7 +32,19 @@ class _Trial:
 
 
 def _result(task: int, *, checkpoint: bool = True) -> dict:
-    return {"trial_id": "t0", "task": task, "tasks_done": task + 1, SHOULD_CHECKPOINT: checkpoint}
+    row = TaskRow(
+        task=task,
+        task_name=f"task-{task}",
+        num_tasks=2,
+        task_names=["task-0", "task-1"],
+        metric="accuracy",
+        row=[0.5, 0.5],
+        matrix=[[0.5, 0.5]] * (task + 1),
+        initial_row=None,
+        capacity=None,
+        state_bytes=0,
+    )
+    return {"trial_id": "t0", **row.to_result(), SHOULD_CHECKPOINT: checkpoint}
 
 
 def test_a_task_row_waits_for_its_checkpoint_and_a_failed_save_drops_it(tmp_path, caplog):

@@ -103,15 +103,38 @@ def test_lwf_distils_old_heads_from_the_second_task():
 
 
 def test_imm_mean_merge_averages_task_solutions():
-    seq, model, method, _ = run("imm_mode", tasks=1)
+    seq, model, method, _ = run("imm_mode", tasks=1, merge="mean")
     merged = {n: t.clone() for n, t in method.merged.items()}
     solution = {n: p.detach().clone() + 1.0 for n, p in model.trunk.named_parameters()}
     with torch.no_grad():
         for n, p in model.trunk.named_parameters():
             p.copy_(solution[n])
-    method.after_task(model, 1, seq.tasks[0], batches=None)
+    method.after_task(model, 1, samples=None)
     for n, p in model.trunk.named_parameters():
         torch.testing.assert_close(p.detach(), (merged[n] + solution[n]) / 2)
+
+
+def test_imm_mode_is_the_default_and_weights_solutions_by_their_fisher(monkeypatch):
+    assert make_method("imm_mode").config.merge == "mode"
+    seq, model, method, _ = run("imm_mode", tasks=1)
+    old = {n: t.clone() for n, t in method.merged.items()}
+    # Hand-computed case: old Fisher 1, new Fisher 3 -> (1 * old + 3 * new) / 4; where both
+    # Fishers are 0 the plain mean is taken.
+    method.fisher = {n: torch.ones_like(t) for n, t in old.items()}
+    new_fisher = {n: torch.full_like(t, 3.0) for n, t in old.items()}
+    first = next(iter(new_fisher))
+    new_fisher[first].zero_()
+    method.fisher[first].zero_()
+    monkeypatch.setattr("blip_ray.methods.imm.task_fisher", lambda *a, **k: new_fisher)
+    with torch.no_grad():
+        for p in model.trunk.parameters():
+            p.add_(4.0)
+    new = {n: p.detach().clone() for n, p in model.trunk.named_parameters()}
+    method.after_task(model, 1, samples=None)
+    for n, p in model.trunk.named_parameters():
+        expected = (old[n] + new[n]) / 2 if n == first else (old[n] + 3 * new[n]) / 4
+        torch.testing.assert_close(p.detach(), expected)
+        torch.testing.assert_close(method.fisher[n], new_fisher[n] + (0 if n == first else 1))
 
 
 def test_imm_mode_merge_runs_with_fisher_weights():
@@ -128,5 +151,23 @@ def test_registry_rejects_unknown_names_and_hyperparameters():
 
 
 def test_nan_loss_stops_the_run_with_a_clear_error():
-    with pytest.raises(NonFiniteLossError, match="task 1"):
-        run("ewc", lamb=math.nan)
+    with pytest.raises(NonFiniteLossError, match="task 0"):
+        run("finetune", settings=TrainSettings(lr=1e38, epochs=3, batch_size=32))
+
+
+@pytest.mark.parametrize(
+    ("name", "hp", "message"),
+    [
+        ("blip", {"f_prior": 0.0}, "f_prior: must be > 0"),
+        ("blip", {"f_prior": math.nan}, "f_prior: must be > 0"),
+        ("blip", {"max_bit": 31}, "max_bit: must be in 1..30"),
+        ("ewc", {"lamb": -1.0}, "lamb: must be >= 0"),
+        ("online_ewc", {"gamma": 0.0}, r"gamma: must be in \(0, 1\]"),
+        ("imm_mode", {"merge": "max"}, "merge: must be mean or mode"),
+        ("lwf", {"temperature": 0.0}, "temperature: must be > 0"),
+        ("frozen", {"freeze_after": 0}, "freeze_after: must be >= 1"),
+    ],
+)
+def test_each_config_refuses_impossible_values(name, hp, message):
+    with pytest.raises(ValueError, match=message):
+        make_method(name, **hp)

@@ -8,8 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
+from blip_ray import metrics
 from blip_ray.metrics import (
     METRIC_NAMES,
+    METRICS,
+    Metric,
     acc,
     bwt,
     bwt_gem,
@@ -17,9 +20,10 @@ from blip_ray.metrics import (
     forgetting,
     fwt,
     normalize_returns,
-    running_summary,
     summary,
 )
+from blip_ray.records import TrialResult
+from blip_ray.report import markdown_table, summary_frame
 
 # R[t, u]: accuracy (percent) on task u after training task t.
 R3 = [
@@ -123,14 +127,6 @@ def test_partial_rows_ignore_unseen_columns() -> None:
     _assert_metrics(summary(partial, BASE4), RUNNING4[1])
 
 
-def test_running_summary_has_one_row_per_finished_task() -> None:
-    running = running_summary(R4, BASE4)
-    assert len(running) == 4
-    for actual, expected in zip(running, RUNNING4, strict=True):
-        _assert_metrics(actual, expected)
-    assert len(running_summary(np.asarray(R4)[:2], BASE4)) == 2
-
-
 def test_one_task_run() -> None:
     only = [[0.7, 0.1, 0.2]]
     assert acc(only) == pytest.approx(0.7)
@@ -193,7 +189,7 @@ def test_ci95_single_value_has_nan_half_width() -> None:
     ],
 )
 def test_bad_matrix_shapes_raise(bad: object) -> None:
-    for metric in (acc, bwt, bwt_gem, forgetting, summary, running_summary):
+    for metric in (acc, bwt, bwt_gem, forgetting, summary):
         with pytest.raises(ValueError, match="accuracy matrix"):
             metric(bad)
     with pytest.raises(ValueError, match="accuracy matrix"):
@@ -212,3 +208,34 @@ def test_bad_vector_shapes_raise() -> None:
     for bad in ([], [[1.0, 2.0]]):
         with pytest.raises(ValueError, match="ci95"):
             ci95(bad)
+
+
+def test_metrics_declare_keys_and_labels_in_table_order() -> None:
+    assert METRIC_NAMES == ("acc", "bwt", "bwt_gem", "forgetting", "fwt")
+    assert [metric.label for metric in METRICS][:2] == ["ACC", "BWT (1/T, official)"]
+    assert [metric.needs_baseline for metric in METRICS] == [False] * 4 + [True]
+
+
+def test_one_metrics_entry_reaches_summary_csv_and_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new matrix metric is one entry in METRICS: summary(), summary.csv and the table follow."""
+    final_first = Metric("final_first", "Final on task 0", lambda R: float(np.asarray(R)[-1, 0]))
+    monkeypatch.setattr(metrics, "METRICS", (*METRICS, final_first))
+    assert list(summary(R3, BASE3)) == [*METRIC_NAMES, "final_first"]
+    assert summary(R3)["final_first"] == 60.0
+    trial = TrialResult(
+        trial_id="t0",
+        method="sgd",
+        seed=0,
+        hyperparameters={"final_first": 1},
+        status="ok",
+        matrix=R3,
+        initial_row=BASE3,
+    )
+    frame = summary_frame([trial])
+    columns = list(frame.columns)
+    assert columns[columns.index("fwt") :][:3] == ["fwt", "final_first", "capacity"]
+    assert frame.loc[0, "final_first"] == 60.0 and frame.loc[0, "hp_final_first"] == 1
+    header = markdown_table([trial]).splitlines()[0]
+    assert "| FWT | Final on task 0 | Capacity |" in header

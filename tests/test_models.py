@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from blip_ray.data import SEQUENCES
 from blip_ray.models import (
     MODELS,
     ModelOptions,
@@ -13,6 +14,7 @@ from blip_ray.models import (
     alexnet32_fc_width,
     atari_trunk,
     build_model,
+    check_build,
     mlp_hidden_width,
 )
 from blip_ray.models.resnet import ResNet18Trunk, final_map_size
@@ -281,3 +283,23 @@ def test_unknown_network_lists_known_names() -> None:
     message = str(info.value)
     assert "vgg16" in message
     assert all(name in message for name in sorted(MODELS))
+
+
+def test_check_build_refuses_inputs_a_network_cannot_take() -> None:
+    """What specs are checked with: each sequence's paper network takes its inputs; image
+    networks refuse flat inputs and images too small for their kernels; mlp takes anything."""
+    for entry in SEQUENCES.values():
+        for network in (entry.network, "mlp"):
+            check_build(network, ModelOptions(input_shape=entry.input_shape, head_sizes=(2,)))
+    check_build("resnet18", ModelOptions(input_shape=(3, 84, 84), head_sizes=(2,), width=1.5))
+    refused = {
+        ("alexnet32", (784,)): "channels-first image shape",
+        ("atari_cnn", (64,)): "channels-first image shape",
+        ("atari_cnn", (3, 32, 32)): "too small",
+        ("alexnet84", (3, 8, 8)): "too small",
+    }
+    for (network, shape), message in refused.items():
+        with pytest.raises(ValueError, match=message):
+            check_build(network, ModelOptions(input_shape=shape, head_sizes=(2,)))
+    with pytest.raises(ValueError, match="alexnet84 has no fc_width rule"):
+        check_build("alexnet84", ModelOptions(input_shape=(3, 84, 84), head_sizes=(2,), fc_width=8))

@@ -11,8 +11,10 @@ import pytest
 from data_fixtures import write_tiny_dataset
 
 from blip_ray.cli import main
-from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.spec import load_spec, parse_spec
+from blip_ray.methods import METHODS
 from blip_ray.rl.sequences import RL_SEQUENCES
+from blip_ray.rl.settings import RlSettings
 
 SPECS = sorted(Path(__file__).parent.parent.glob("benchmarks/*.yaml"))
 PAPER = ["mnist5", "pmnist", "cifar", "mixture5", "miniimagenet", "miniimagenet-resnet"]
@@ -24,6 +26,41 @@ def test_every_committed_spec_is_valid():
     for path in SPECS:
         spec = load_spec(path)
         assert spec.name == path.stem
+        assert all(spec.track in METHODS[name].tracks for name in spec.methods)
+        smoke = spec.smoke()
+        assert smoke.tasks == 2 and smoke.rl == (spec.rl.smoke() if spec.rl else None)
+
+
+def test_specs_resolve_tasks_and_rl_settings_when_read():
+    """Defaults are filled from the sequence while the spec is read, not later in the trial."""
+    assert load_spec("benchmarks/pdigits.yaml").tasks == 10
+    atari = load_spec("benchmarks/atari6.yaml")
+    assert atari.tasks == 6 and atari.network == "atari_cnn" and "frozen" in atari.methods
+    assert atari.rl == RlSettings.for_sequence("atari6", steps_per_task=10_000_000)
+    assert atari.rl.ppo.train_batch_size == 2000 and atari.rl.num_env_runners == 0
+    cartpole = load_spec("benchmarks/cartpole3.yaml")
+    assert cartpole.rl.steps_per_task == RL_SEQUENCES["cartpole3"].steps_per_task
+    assert (cartpole.rl.eval_episodes, cartpole.rl.eval_interval) == (5, 4)
+    assert cartpole.rl.ppo.num_envs == 8  # the sequence's PPO, over the paper's 16
+
+
+def test_the_trials_get_the_rl_settings_the_spec_resolved():
+    from blip_ray.experiments.launch import param_space, rl_env_runners
+
+    spec = parse_spec(
+        {
+            "name": "c",
+            "benchmark": "cartpole3",
+            "methods": {"finetune": {}},
+            "seeds": [0],
+            "resources": {"cpu": 5},
+            "rl": {"ppo": {"lr": 0.001}},
+        }
+    )
+    assert spec.rl.num_env_runners == rl_env_runners(spec) == 4  # 8 envs over 4 of 5 CPUs
+    run = param_space(spec)["run"]
+    assert RlSettings.from_dict(run["rl"]) == spec.rl and run["rl"]["ppo"]["lr"] == 0.001
+    assert run["tasks"] == 3
 
 
 @pytest.mark.ray

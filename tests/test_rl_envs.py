@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
 
-from blip_ray.rl import RL_SEQUENCES, RlSequence, RlTask, evaluate_tasks, get_rl_sequence
 from blip_ray.rl.envs import TaskEnv, WholeGame
-from blip_ray.rl.sequences import ContinualEnv, make_training_env
+from blip_ray.rl.evaluation import evaluate_tasks
+from blip_ray.rl.sequences import (
+    RL_SEQUENCES,
+    ContinualEnv,
+    RlSequence,
+    RlTask,
+    get_rl_sequence,
+    make_training_env,
+)
 
 ATARI6 = ["KungFuMaster", "Boxing", "Jamesbond", "Krull", "Riverraid", "SpaceInvaders"]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from cl_fixtures import continual_settings
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
@@ -13,25 +14,19 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 import blip_ray.quant
 from blip_ray import quant
-from blip_ray.rl import PpoSettings, RlExperimentConfig, build_ppo_config, task_learning_rate
-from blip_ray.rl.learners import ContinualPPOLearner
+from blip_ray.rl.config import build_ppo_config
+from blip_ray.rl.learners import ContinualPPOLearner, rollout_samples, task_learning_rate
 from blip_ray.rl.sequences import get_rl_sequence
+from blip_ray.rl.settings import PpoSettings
 
 STEPS = 96
-PPO = PpoSettings(num_envs=2, rollout_length=48, num_minibatches=2, num_epochs=2, lr=0.05)
+PPO = {"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 2, "lr": 0.05}
+MINIBATCH = PpoSettings(**PPO).minibatch_size
 
 
 def make_config(method: str, **hp: Any):  # noqa: ANN201
-    cfg = RlExperimentConfig(
-        sequence="cartpole3",
-        method=method,
-        method_hp=hp,
-        steps_per_task=4 * STEPS,
-        num_tasks=2,
-        ppo=PPO,
-        num_env_runners=0,
-    )
-    return build_ppo_config(cfg)
+    settings = continual_settings(method, hp=hp, num_tasks=2, steps_per_task=4 * STEPS, ppo=PPO)
+    return build_ppo_config(settings)
 
 
 def make_learner(config: Any) -> Any:
@@ -45,8 +40,8 @@ def train(learner: Any, runner: SingleAgentEnvRunner, *, lifetime: int = STEPS) 
     return learner.update(
         episodes=episodes,
         timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
-        num_epochs=PPO.num_epochs,
-        minibatch_size=PPO.minibatch_size,
+        num_epochs=PPO["num_epochs"],
+        minibatch_size=MINIBATCH,
         shuffle_batch_per_epoch=True,
     )
 
@@ -93,8 +88,8 @@ def test_blip_clips_once_per_optimizer_step_within_bounds(
     learner = make_learner(blip_config)
     assert isinstance(learner, ContinualPPOLearner)
     train(learner, runner)
-    info = learner.finish_task(0)
-    assert info["fisher_samples"] > 0 and info["capacity"] > 0
+    learner.finish_task(0)
+    assert quant.capacity(module_of(learner)).total > 0
     learner.start_task(1)
     module = module_of(learner)
     frozen = [
@@ -109,7 +104,7 @@ def test_blip_clips_once_per_optimizer_step_within_bounds(
     monkeypatch.setattr(blip_ray.quant, "clip_", lambda model: (clips.append(1), real_clip(model)))
     optimizer_of(learner).register_step_post_hook(lambda *_: steps.append(len(clips)))
     train(learner, runner, lifetime=4 * STEPS + STEPS)
-    assert len(steps) >= 2 * (STEPS // PPO.minibatch_size)
+    assert len(steps) >= 2 * (STEPS // MINIBATCH)
     assert len(clips) == len(steps)
     assert steps == list(range(len(steps)))  # each step ran before its own clip, none skipped
     assert violations(module) == 0
@@ -144,8 +139,8 @@ def test_start_task_resets_optimizer_and_learning_rate(runner: SingleAgentEnvRun
         learner.finish_task(0)
 
 
-def test_ft_fix_freezes_the_trunk_after_task_0(runner: SingleAgentEnvRunner) -> None:
-    config = make_config("ft_fix")
+def test_frozen_freezes_the_trunk_after_task_0(runner: SingleAgentEnvRunner) -> None:
+    config = make_config("frozen")
     learner = make_learner(config)
     module = module_of(learner)
     train(learner, runner)
@@ -193,3 +188,16 @@ def test_unknown_method_hyperparameters_are_rejected() -> None:
         make_config("blip", lamb=1.0)
     with pytest.raises(KeyError, match="known"):
         make_config("ewc_offline")
+
+
+def test_rollout_samples_are_shuffled_minibatches_scored_by_the_task_head() -> None:
+    states = torch.arange(2000, dtype=torch.float32)[:, None]
+    samples = rollout_samples(states, 1)
+    batches = [x for x, target in samples.batches(62) if target is None]
+    assert len(batches) == 32 and all(b.shape == (62, 1) for b in batches)  # 1984 of 2000
+    seen = torch.cat(batches).flatten()
+    assert len(set(seen.tolist())) == 1984 and not torch.equal(seen, seen.sort().values)
+    assert len(list(samples.batches(62, limit=5))) == 5
+    assert [b.shape[0] for b, _ in rollout_samples(states[:10], 0).batches(62)] == [10]
+    with pytest.raises(RuntimeError, match="no training batch recorded"):
+        next(rollout_samples(None, 0).batches(62))

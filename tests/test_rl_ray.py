@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 import torch
+from cl_fixtures import continual_settings
 
-from blip_ray.rl import PpoSettings, RlExperimentConfig, build_ppo_config
 from blip_ray.rl.callbacks import ContinualTaskCallback, apply_task_to_env_runner, learner_call
+from blip_ray.rl.config import build_ppo_config
 
 pytestmark = pytest.mark.ray
 
 STEPS_PER_TASK = 192
-CFG = RlExperimentConfig(
-    sequence="cartpole3",
-    method="blip",
-    steps_per_task=STEPS_PER_TASK,
+SETTINGS = continual_settings(
+    "blip",
     num_tasks=2,
+    steps_per_task=STEPS_PER_TASK,
     eval_episodes=2,
     eval_interval=1,
     eval_max_steps=40,
-    ppo=PpoSettings(num_envs=2, rollout_length=48, num_minibatches=2, num_epochs=2),
+    ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 2},
     num_env_runners=1,
 )
 
@@ -51,19 +51,19 @@ def learner_module_state(algorithm: Any) -> dict[str, torch.Tensor]:
 
 
 def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path: Path) -> None:
-    config = build_ppo_config(CFG)
+    config = build_ppo_config(SETTINGS)
     algorithm = config.build_algo()
     try:
         results = [algorithm.train() for _ in range(2)]
-        assert [r["task"] for r in results] == [0, 0]
-        assert "eval_returns" in results[0] and "return_row" not in results[0]
+        assert [r["active_task"] for r in results] == [0, 1]
+        assert "eval_returns" in results[0] and "ended_task" not in results[0]
         assert results[0]["capacity"] == 0.0
 
         ended = results[-1]  # 2 x 96 env steps: task 0's budget is spent
         assert ended["ended_task"] == 0 and ended["tasks_done"] == 1
         assert ended["active_task"] == 1
-        assert len(ended["return_row"]) == 2 and ended["return_matrix"] == [ended["return_row"]]
-        assert ended["end_task_info"]["fisher_samples"] > 0
+        assert len(ended["eval_returns"]) == 2
+        assert ended["return_matrix"] == [ended["eval_returns"]]
         assert ended["capacity"] > 0  # bits grew at the task end
         runners = runner_tasks(algorithm)
         assert len(runners) == 2  # the local runner (no env) and the remote one
@@ -77,7 +77,7 @@ def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path
                 torch.testing.assert_close(value, quantized[key], equal_nan=True)
 
         after = algorithm.train()  # trains task 1 with task 1's heads
-        assert after["task"] == 1 and after["steps_in_task"] > 0
+        assert after["active_task"] == 1 and after["steps_in_task"] > 0
         algorithm.save_to_path(str(tmp_path))
         saved = learner_module_state(algorithm)
     finally:
@@ -106,8 +106,8 @@ def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path
 
         head_0 = state["pi.0.weight"]
         final = restored.train()
-        assert final["task"] == 1 and final["tasks_done"] == 2
-        assert final["return_matrix"][0] == ended["return_row"]
+        assert final["ended_task"] == 1 and final["tasks_done"] == 2
+        assert final["return_matrix"][0] == ended["eval_returns"]
         assert len(final["return_matrix"]) == 2 and final["capacity"] >= ended["capacity"]
         trained = learner_module_state(restored)
         assert torch.equal(trained["pi.0.weight"], head_0)  # task 0's head is untouched

@@ -81,16 +81,33 @@ class TaskSequence:
 
 #: ``loader(data_dir=..., seed=..., download=...) -> TaskSequence``
 SequenceLoader = Callable[..., TaskSequence]
-SEQUENCES: dict[str, SequenceLoader] = {}
 
 
-def register_sequence(name: str) -> Callable[[SequenceLoader], SequenceLoader]:
-    """Class/function decorator filling :data:`SEQUENCES`."""
+@dataclass(frozen=True)
+class SequenceEntry:
+    """A registered sequence: its loader, and what a spec is checked against without any data."""
+
+    loader: SequenceLoader
+    num_tasks: int
+    """Tasks of the sequence, the same for every seed (a seed only orders them)."""
+    input_shape: tuple[int, ...]
+    """One sample's shape, channels first: the loaded ``TaskSequence.input_shape``."""
+    network: str
+    """The paper's network for the sequence (DESIGN.md "Benchmarks of the paper")."""
+
+
+SEQUENCES: dict[str, SequenceEntry] = {}
+
+
+def register_sequence(
+    name: str, *, num_tasks: int, input_shape: tuple[int, ...], network: str
+) -> Callable[[SequenceLoader], SequenceLoader]:
+    """Function decorator filling :data:`SEQUENCES` with the loader and its static facts."""
 
     def wrap(loader: SequenceLoader) -> SequenceLoader:
         if name in SEQUENCES:
             raise ValueError(f"sequence {name!r} registered twice")
-        SEQUENCES[name] = loader
+        SEQUENCES[name] = SequenceEntry(loader, num_tasks, input_shape, network)
         return loader
 
     return wrap
@@ -102,6 +119,6 @@ def load_sequence(
     """Load a registered sequence by name; unknown names fail with the list of known ones."""
     if name not in SEQUENCES:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(sorted(SEQUENCES))}")
-    return SEQUENCES[name](
+    return SEQUENCES[name].loader(
         data_dir=Path(data_dir) if data_dir else None, seed=seed, download=download
     )

@@ -54,7 +54,7 @@ def _cifar_task(raw: RawImages, *, name: str, group: int, classes: int, seed: in
     )
 
 
-@register_sequence("cifar")
+@register_sequence("cifar", num_tasks=10, input_shape=(3, 32, 32), network="alexnet32")
 def load_cifar(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Ten tasks: task id ``k < 5`` is CIFAR-10 classes {2k, 2k+1}; ``k >= 5`` CIFAR-100 fine labels
     20(k-5) .. 20(k-5)+19. Names are ``cifar10-k`` / ``cifar100-(k-5)``, in the seeded order."""

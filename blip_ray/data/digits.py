@@ -55,7 +55,7 @@ def digits_splits(seed: int) -> Arrays:
     return {name: ((xs - mean) / std, ys) for name, (xs, ys) in splits.items()}
 
 
-@register_sequence("digits5")
+@register_sequence("digits5", num_tasks=5, input_shape=(64,), network="mlp")
 def load_digits5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Five 2-class tasks {0,1}, {2,3}, ..., {8,9} in fixed order (as mnist5), labels 0/1.
 
@@ -78,7 +78,7 @@ def load_digits5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSeq
     return TaskSequence(name="digits5", tasks=tasks, input_shape=(64,), notes=notes)
 
 
-@register_sequence("pdigits")
+@register_sequence("pdigits", num_tasks=NUM_PERMUTATIONS, input_shape=(64,), network="mlp")
 def load_pdigits(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Ten 10-class tasks, each a fixed pixel permutation of all digits (as pmnist).
 

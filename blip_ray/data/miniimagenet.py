@@ -108,7 +108,9 @@ def _select(images: np.ndarray, labels: np.ndarray, classes: list[int]) -> tuple
     return images[keep], mapping[labels[keep]]
 
 
-@register_sequence("miniimagenet")
+@register_sequence(
+    "miniimagenet", num_tasks=NUM_TASKS, input_shape=(3, SIZE, SIZE), network="alexnet84"
+)
 def load_miniimagenet(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Twenty 5-class tasks; task ``t`` holds classes ``permutation(100)[5t:5t+5]`` (by seed)."""
     root = require_data_dir(data_dir, sequence="miniimagenet", datasets="the miniImageNet pickles")

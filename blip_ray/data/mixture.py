@@ -61,7 +61,7 @@ def to_rgb32(images: np.ndarray, pad: int) -> np.ndarray:
     return images
 
 
-@register_sequence("mixture5")
+@register_sequence("mixture5", num_tasks=5, input_shape=(3, 32, 32), network="alexnet32")
 def load_mixture5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Five 10-class tasks, one per dataset, in the seeded order; task names are dataset names."""
     names = ", ".join(source.name for source in SOURCES)

@@ -51,7 +51,7 @@ def _flat_mnist(data_dir: Path | None, *, sequence: str, download: bool) -> RawI
     )
 
 
-@register_sequence("mnist5")
+@register_sequence("mnist5", num_tasks=5, input_shape=(784,), network="mlp")
 def load_mnist5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Five 2-class tasks {0,1}, {2,3}, ..., {8,9} in fixed order, labels remapped to 0/1."""
     raw = _flat_mnist(data_dir, sequence="mnist5", download=download)
@@ -76,7 +76,7 @@ def load_mnist5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequ
     return TaskSequence(name="mnist5", tasks=tasks, input_shape=(784,), notes=notes)
 
 
-@register_sequence("pmnist")
+@register_sequence("pmnist", num_tasks=NUM_PERMUTATIONS, input_shape=(784,), network="mlp")
 def load_pmnist(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Ten permuted-MNIST tasks with 10 classes; every task, the first included, is permuted.
 

@@ -12,14 +12,11 @@ import socket
 
 import ray
 
+from blip_ray.experiments.checks import UserError
 from blip_ray.experiments.spec import ExperimentSpec
 
 CONNECT_TIMEOUT_S = 5.0
 """How long the TCP probe of a cluster address may wait before the run gives up."""
-
-
-class UserError(ValueError):
-    """Bad input that is the user's to fix (exit code 2); the message is one line."""
 
 
 def init_ray(address: str | None) -> None:

@@ -22,13 +22,10 @@ from blip_ray.experiments.connect import UserError, check_resources, init_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
 from blip_ray.experiments.results import is_finished, load_trials
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
-from blip_ray.experiments.storage import experiment_dir_for, write_spec_record
-from blip_ray.experiments.trainable import supervised_trainable
+from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
+from blip_ray.experiments.trainable import rl_trainable, supervised_trainable
+from blip_ray.records import TaskRow
 from blip_ray.report import markdown_table, write_report
-
-RUN_RECORD = "blip_ray_run.json"
-"""The report header of the experiment's last run (title, wall time, planned trials), kept so
-``blip-ray report`` can rewrite the report with it."""
 
 __all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
 
@@ -82,11 +79,7 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
             spec.inject_failure.after_task if spec.inject_failure is not None else None
         ),
         "track": spec.track,
-        "rl": (
-            {**dataclasses.asdict(spec.rl), "num_env_runners": rl_env_runners(spec)}
-            if spec.rl is not None
-            else None
-        ),
+        "rl": spec.rl.to_dict() if spec.rl is not None else None,
     }
     methods = [
         {
@@ -116,13 +109,14 @@ class TaskProgress(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         if "failed" in result:
             print(f"[{trial.trial_id}] failed, not retried: {result['failed']}", flush=True)
-        if "task" not in result:
+        row = TaskRow.from_result(result)
+        if row is None:
             return
-        method = trial.config["method"]["name"]
+        method, rl = trial.config["method"], trial.config["run"].get("rl") or {}
         print(
-            f"[{trial.trial_id}] {method} seed={trial.config['method']['seed']}: task "
-            f"{result['tasks_done']}/{result['num_tasks']} ({result['task_name']}) done, "
-            f"acc={result['acc']:.3f}",
+            f"[{trial.trial_id}] {method['name']} seed={method['seed']}: task "
+            f"{row.tasks_done}/{row.num_tasks} ({row.task_name}) done, "
+            f"{row.progress(rl.get('reference_returns'))}",
             flush=True,
         )
 
@@ -237,7 +231,6 @@ def trial_trainable(spec: ExperimentSpec) -> Any:
         return tune.with_resources(
             supervised_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
         )
-    from blip_ray.experiments.rl_trainable import rl_trainable
 
     runners = rl_env_runners(spec)
     trial = {"CPU": max(spec.resources.cpu - runners, 1.0), "GPU": spec.resources.gpu}
@@ -246,14 +239,8 @@ def trial_trainable(spec: ExperimentSpec) -> Any:
 
 
 def rl_env_runners(spec: ExperimentSpec) -> int:
-    """Remote env runners of each RL trial: the spec's, else sized from the trial's CPUs."""
-    from blip_ray.rl.config import PpoSettings, size_env_runners
-    from blip_ray.rl.sequences import get_rl_sequence
-
-    if spec.rl.num_env_runners is not None:
-        return spec.rl.num_env_runners
-    ppo = PpoSettings(**{**dict(get_rl_sequence(spec.benchmark).ppo), **spec.rl.ppo})
-    return size_env_runners(ppo.num_envs, spec.resources.cpu)
+    """Remote env runners of each RL trial (the spec's, else sized from the trial's CPUs)."""
+    return spec.rl.num_env_runners if spec.rl is not None else 0
 
 
 def _check_data(spec: ExperimentSpec) -> None:

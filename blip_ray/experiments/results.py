@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from blip_ray import metrics
-from blip_ray.experiments.records import TrialResult
+from blip_ray.records import TaskRow, TrialResult
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
 
@@ -33,8 +33,10 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     results = _read_results(trial_dir / "result.json")
     last = results[-1] if results else {}
     # Retries restart from a checkpoint, so rows of earlier attempts may repeat: keep the latest.
-    by_task = {int(r["task"]): r for r in results if "task" in r}
-    latest = by_task[max(by_task)] if by_task else {}
+    rows = [row for row in map(TaskRow.from_result, results) if row is not None]
+    by_task = {row.task: row for row in rows}
+    done = [by_task[t] for t in sorted(by_task)]
+    latest = done[-1] if done else None
     error = last.get("failed") or _error_line(trial_dir / "error.txt")
     if is_finished(last) and "failed" not in last:
         status, error = "ok", None
@@ -50,16 +52,16 @@ def _load_trial(trial_dir: Path) -> TrialResult:
         status=status,
         error=error,
         task_names=list(last.get("task_names", [])),
-        matrix=[list(map(float, row)) for row in latest.get("matrix", [])],
-        initial_row=latest.get("initial_row"),
-        capacity=[by_task[t].get("capacity") for t in sorted(by_task)],
-        state_bytes=[int(by_task[t].get("state_bytes", 0)) for t in sorted(by_task)],
-        metric=str(latest.get("metric", "accuracy")),
-        wall_s=float(sum(by_task[t].get("task_wall_s", 0.0) for t in by_task)),
-        curve=[point for t in sorted(by_task) for point in by_task[t].get("curve", [])],
-        random_row=latest.get("random_row"),
+        matrix=[list(map(float, row)) for row in latest.matrix] if latest else [],
+        initial_row=latest.initial_row if latest else None,
+        capacity=[row.capacity for row in done],
+        state_bytes=[int(row.state_bytes) for row in done],
+        metric=latest.metric if latest else "accuracy",
+        wall_s=float(sum(row.task_wall_s for row in done)),
+        curve=[point for row in done for point in row.curve],
+        random_row=latest.random_row if latest else None,
         reference=dict(((config.get("run") or {}).get("rl") or {}).get("reference_returns") or {}),
-        budget=latest.get("budget"),
+        budget=latest.budget if latest else None,
     )
 
 
@@ -151,7 +153,7 @@ def task_rows(experiment_dir: Path) -> dict[str, list[int]]:
         rows = _read_results(params.parent / "result.json")
         if rows:
             trial_id = str(rows[-1].get("trial_id", params.parent.name))
-            out[trial_id] = [int(r["task"]) for r in rows if "task" in r]
+            out[trial_id] = [row.task for row in map(TaskRow.from_result, rows) if row is not None]
     return out
 
 

@@ -1,62 +1,39 @@
-"""Experiment specs: YAML (safe-loaded) -> validated, typed dataclasses.
+"""Experiment specs: YAML (safe-loaded) -> validated, typed dataclasses, without importing Ray.
 
-Every key is checked before any trial starts: unknown keys, wrong types and impossible values raise
-:class:`SpecError` with one line naming the key (``methods.ewc.lamb: expected a number, got 'x'``).
+Everything a trial would fail on is refused while the spec is read, before Ray starts: unknown or
+duplicate keys, wrong types, impossible values, keys the benchmark's track ignores, a network that
+cannot take the benchmark's inputs, a method that does not run on the track or a hyperparameter
+its config refuses (every searched value), an RL budget below one PPO batch. Each raises
+:class:`SpecError` with one line naming the key (``methods.blip.f_prior: must be > 0, got 0.0``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import math
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from blip_ray.data import SEQUENCES
+from blip_ray.experiments import checks
+from blip_ray.experiments.checks import SearchLeaf, SpecError
 from blip_ray.methods import METHODS
-from blip_ray.models import MODELS
+from blip_ray.models import MODELS, ModelOptions, check_build
+from blip_ray.rl.sequences import RL_SEQUENCES
+from blip_ray.rl.settings import PpoSettings, RlSettings
 from blip_ray.supervised import TrainSettings
 
-
-class SpecError(ValueError):
-    """A malformed experiment spec; the message is one line naming the key and the fix."""
-
-
-#: The paper's network for each supervised sequence (DESIGN.md "Benchmarks of the paper").
-DEFAULT_NETWORKS = {
-    "digits5": "mlp",
-    "pdigits": "mlp",
-    "mnist5": "mlp",
-    "pmnist": "mlp",
-    "cifar": "alexnet32",
-    "mixture5": "alexnet32",
-    "miniimagenet": "alexnet84",
-}
-SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform")
-TRAIN_KEYS = (
-    "lr",
-    "batch_size",
-    "epochs",
-    "lr_patience",
-    "lr_factor",
-    "lr_min",
-    "momentum",
-    "clipgrad",
-)
-
-
-@dataclass(frozen=True)
-class SearchLeaf:
-    """A searched hyperparameter: ``{grid: [...]}``, ``{choice: [...]}``, ``{uniform: [lo, hi]}``,
-    ``{loguniform: [lo, hi]}``."""
-
-    kind: str
-    values: tuple[Any, ...]
+#: Keys of the supervised track only: an RL sequence brings its own trunk, PPO and env budget.
+SUPERVISED_KEYS = ("network", "width", "fc_width", "train", "data_dir", "download", "device")
+TRAIN_POSITIVE = ("lr", "batch_size", "epochs", "lr_factor", "eval_batch_size")
+TRAIN_NON_NEGATIVE = ("lr_patience", "lr_min", "momentum", "clipgrad")
+#: Longest spec name: the experiment directory is ``<name>-YYYYmmdd-HHMMSS`` (plus ``-N`` when
+#: two runs start within a second) and file systems cap a file name at 255 bytes.
+MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -64,7 +41,9 @@ class Resources:
     """Per-trial resources; two 1-CPU trials run at once on a 2-CPU machine."""
 
     cpu: float = 1.0
+    """CPUs of one trial, its RL env runners included."""
     gpu: float = 0.0
+    """GPUs of one trial (fractions share a GPU)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +51,7 @@ class FailureInjection:
     """Testing aid: crash every trial once, right after it reports task ``after_task``."""
 
     after_task: int = 0
+    """Index of the task after whose report the trial crashes (once per trial)."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +59,46 @@ class ExperimentSpec:
     """A whole experiment: one trial per method x hyperparameter setting x seed."""
 
     name: str
+    """Names the experiment directory, ``<name>-<YYYYmmdd-HHMMSS>``."""
     benchmark: str
+    """A supervised (``blip_ray.data.SEQUENCES``) or RL (``RL_SEQUENCES``) task sequence."""
     methods: dict[str, dict[str, Any]]
+    """Method name -> hyperparameters (plain values or :class:`SearchLeaf`) over its defaults;
+    on RL benchmarks over the sequence's ``method_defaults``."""
     seeds: tuple[int, ...]
+    """One trial per seed for each method and setting; the seed fixes a trial's randomness."""
     network: str
+    """The supervised network (default: the sequence's paper network); RL: the sequence's trunk."""
+    tasks: int
+    """Tasks run: the first ``tasks`` of the sequence (default: all of them)."""
     width: float = 1.0
+    """The network's width multiplier (the official ``--mul``)."""
     fc_width: int | None = None
+    """Fully connected width where the network has a rule for it (None: the paper's)."""
     train: TrainSettings = field(default_factory=TrainSettings)
+    """Supervised training settings; searched ones hold their first value here."""
     train_search: dict[str, SearchLeaf] = field(default_factory=dict)
-    """Searched training settings (``train: {lr: {grid: [...]}}``); ``train`` holds their first
-    values, which only stand for them in validation."""
+    """Searched training settings (``train: {lr: {grid: [...]}}``)."""
     data_dir: str | None = None
+    """Where the supervised sequence's files are (None: sequences that ship offline)."""
     download: bool = True
-    tasks: int | None = None
+    """Download missing supervised data where the network allows."""
     samples: int = 1
+    """Draws of every sampled (``choice``, ``uniform``, ``loguniform``) hyperparameter."""
     resources: Resources = field(default_factory=Resources)
+    """What each trial reserves on the cluster."""
     storage: str = "runs"
+    """Directory the experiment directories go under."""
     max_failures: int = 2
+    """Retries of a failed trial, each from its last finished task."""
     max_concurrent: int | None = None
+    """Most trials at once (None: as many as the cluster fits)."""
     inject_failure: FailureInjection | None = None
+    """Testing aid: crash every trial once (None: never)."""
     description: str = ""
-    rl: Any = None
-    """``RlSpec`` (``rl_spec.py``) for RL benchmarks: budgets, evaluation, PPO; None otherwise."""
+    """Free text about the experiment, kept with its results."""
+    rl: RlSettings | None = None
+    """RL benchmarks: budgets, evaluation, PPO and env runners, resolved; None when supervised."""
 
     @property
     def track(self) -> str:
@@ -109,16 +107,14 @@ class ExperimentSpec:
 
     def smoke(self) -> ExperimentSpec:
         """The same experiment shrunk to seconds: one seed, two tasks, one epoch, tiny Fisher."""
-        methods = {}
-        for name, hp in self.methods.items():
-            hp = dict(hp)
-            if name == "blip":
-                hp["fisher_batches"] = 2
-            methods[name] = hp
+        methods = {
+            name: {**hp, "fisher_batches": 2} if name == "blip" else dict(hp)
+            for name, hp in self.methods.items()
+        }
         return dataclasses.replace(
             self,
             seeds=self.seeds[:1],
-            tasks=min(self.tasks or 2, 2),
+            tasks=min(self.tasks, 2),
             samples=min(self.samples, 2),
             train=dataclasses.replace(self.train, epochs=1),
             train_search={k: v for k, v in self.train_search.items() if k != "epochs"},
@@ -135,236 +131,241 @@ TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
-class _FloatSafeLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-15`` (no dot) as a float, as people write F_prior."""
-
-
-_FloatSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML spec file."""
-    return parse_spec(read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml"))
-
-
-def read_yaml(path: str | Path, *, example: str) -> Any:
-    """The safe-loaded content of a YAML file; a SpecError names what is wrong with it."""
-    path = Path(path)
-    if not path.is_file():
-        problem = "is a directory" if path.is_dir() else "does not exist"
-        raise SpecError(f"{path} {problem}; pass {example}")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_FloatSafeLoader)  # noqa: S506 (safe)
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a UTF-8 text file; pass {example}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_spec(checks.read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml"))
 
 
 def parse_spec(raw: Any) -> ExperimentSpec:
     """Validate a spec already loaded into Python objects."""
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping of keys (name, benchmark, methods, seeds, ...)")
-    _unknown(raw, TOP_KEYS, "spec")
+    checks.unknown(raw, TOP_KEYS, "spec")
     for key in REQUIRED:
         if key not in raw:
             raise SpecError(f"spec: missing required key '{key}'")
-    name = _string(raw["name"], "name")
+    name = checks.string(raw["name"], "name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpecError(f"name: use letters, digits, '.', '_' or '-' only, got {name!r}")
-    benchmark = _string(raw["benchmark"], "benchmark")
-    from blip_ray.experiments.rl_spec import RL_SEQUENCES, parse_rl
-
-    rl = benchmark in RL_SEQUENCES
-    if benchmark not in SEQUENCES and not rl:
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"name: {len(name)} characters is too long for a directory name; use at most "
+            f"{MAX_NAME_LENGTH}"
+        )
+    benchmark = checks.string(raw["benchmark"], "benchmark")
+    if benchmark not in SEQUENCES and benchmark not in RL_SEQUENCES:
         known = ", ".join(sorted([*SEQUENCES, *RL_SEQUENCES]))
         raise SpecError(f"benchmark: unknown {benchmark!r}; known: {known}")
-    if not rl and "rl" in raw:
-        raise SpecError(f"rl: only RL benchmarks ({', '.join(sorted(RL_SEQUENCES))}) take it")
-    network = _string(raw.get("network", DEFAULT_NETWORKS.get(benchmark, "mlp")), "network")
-    if network not in MODELS:
-        raise SpecError(f"network: unknown {network!r}; known: {', '.join(sorted(MODELS))}")
+    rl = benchmark in RL_SEQUENCES
+    ignored = [key for key in (SUPERVISED_KEYS if rl else ("rl",)) if key in raw]
+    if ignored:
+        raise SpecError(
+            f"{ignored[0]}: does nothing on the RL benchmark {benchmark} (its trunk, PPO and "
+            "budget come from the sequence and rl:); remove it"
+            if rl
+            else f"rl: only RL benchmarks ({', '.join(sorted(RL_SEQUENCES))}) take it"
+        )
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds:
         raise SpecError("seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
-    seeds = tuple(_integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
+    seeds = tuple(checks.integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
     if len(set(seeds)) != len(seeds):
         raise SpecError("seeds: the list repeats a seed")
-    train, train_search = _train(raw.get("train", {}), raw.get("device", "cpu"))
+    resources = _resources(raw.get("resources", {}))
+    if rl:
+        track = {"network": RL_SEQUENCES[benchmark].trunk, "rl": _rl(raw, benchmark, resources)}
+    else:
+        track = _supervised(raw, benchmark)
     return ExperimentSpec(
         name=name,
         benchmark=benchmark,
-        network=network,
         seeds=seeds,
-        methods=_methods(raw["methods"], rl=rl),
-        width=_number(raw.get("width", 1.0), "width", positive=True),
-        fc_width=None
-        if raw.get("fc_width") is None
-        else _integer(raw["fc_width"], "fc_width", minimum=1),
-        train=train,
-        train_search=train_search,
-        data_dir=None if raw.get("data_dir") is None else _string(raw["data_dir"], "data_dir"),
-        download=_boolean(raw.get("download", True), "download"),
-        tasks=None if raw.get("tasks") is None else _integer(raw["tasks"], "tasks", minimum=1),
-        samples=_integer(raw.get("samples", 1), "samples", minimum=1),
-        resources=_resources(raw.get("resources", {})),
-        storage=_string(raw.get("storage", "runs"), "storage"),
-        max_failures=_integer(raw.get("max_failures", 2), "max_failures", minimum=0),
-        max_concurrent=None
-        if raw.get("max_concurrent") is None
-        else _integer(raw["max_concurrent"], "max_concurrent", minimum=1),
+        methods=_methods(raw["methods"], benchmark),
+        tasks=_tasks(raw.get("tasks"), benchmark),
+        samples=checks.integer(raw.get("samples", 1), "samples", minimum=1),
+        resources=resources,
+        storage=checks.string(raw.get("storage", "runs"), "storage"),
+        max_failures=checks.integer(raw.get("max_failures", 2), "max_failures", minimum=0),
+        max_concurrent=checks.optional(checks.integer, raw, "max_concurrent", minimum=1),
         inject_failure=_injection(raw.get("inject_failure")),
         description=str(raw.get("description", "")),
-        rl=parse_rl(raw.get("rl"), benchmark) if rl else None,
+        **track,
     )
 
 
-def _methods(raw: Any, *, rl: bool = False) -> dict[str, dict[str, Any]]:
+def _tasks(raw: Any, benchmark: str) -> int:
+    """How many tasks run: the sequence's first ``tasks`` (default: all of them)."""
+    rl_sequence = RL_SEQUENCES.get(benchmark)
+    length = len(rl_sequence.tasks) if rl_sequence else SEQUENCES[benchmark].num_tasks
+    tasks = length if raw is None else checks.integer(raw, "tasks", minimum=1)
+    if tasks > length:
+        raise SpecError(f"tasks: {benchmark} has {length} tasks; use 1 to {length}, got {tasks}")
+    return tasks
+
+
+def _methods(raw: Any, benchmark: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict) or not raw:
         raise SpecError(
             "methods: expected a mapping of method name -> hyperparameters, "
             "e.g. {blip: {f_prior: 1e-15}, finetune: {}}"
         )
+    track = "rl" if benchmark in RL_SEQUENCES else "supervised"
+    defaults = RL_SEQUENCES[benchmark].method_defaults if track == "rl" else {}
     out: dict[str, dict[str, Any]] = {}
-    registry = _rl_methods() if rl else {name: cls.config_class for name, cls in METHODS.items()}
-    for name, hp in raw.items():
-        if name not in registry:
-            track = "RL " if rl else ""
+    for method, hp in raw.items():
+        if method not in METHODS:
+            known = ", ".join(sorted(METHODS))
+            raise SpecError(f"methods: unknown method {method!r}; known: {known}")
+        if track not in METHODS[method].tracks:
+            accepted = ", ".join(sorted(n for n, cls in METHODS.items() if track in cls.tracks))
             raise SpecError(
-                f"methods: unknown {track}method {name!r}; known: {', '.join(sorted(registry))}"
+                f"methods.{method}: does not run on {'RL' if track == 'rl' else track} "
+                f"benchmarks; {benchmark} accepts {accepted}"
             )
         hp = {} if hp is None else hp
         if not isinstance(hp, dict):
-            raise SpecError(f"methods.{name}: expected a mapping of hyperparameters, got {hp!r}")
-        config_class = registry[name]
-        fields = {f.name: f for f in dataclasses.fields(config_class)}
+            raise SpecError(f"methods.{method}: expected a mapping of hyperparameters, got {hp!r}")
+        config_class, where = METHODS[method].config_class, f"methods.{method}"
         hints = typing.get_type_hints(config_class)
-        _unknown(hp, set(fields), f"methods.{name}")
-        parsed = {}
-        for key, value in hp.items():
-            where = f"methods.{name}.{key}"
-            if isinstance(value, dict):
-                leaf = _search_leaf(value, where)
-                if leaf.kind in ("grid", "choice"):
-                    typed = [
-                        _typed(v, hints[key], f"{where}.{leaf.kind}[{i}]")
-                        for i, v in enumerate(leaf.values)
-                    ]
-                    leaf = SearchLeaf(leaf.kind, tuple(typed))
-                parsed[key] = leaf
-            else:
-                parsed[key] = _typed(value, hints[key], where)
-        try:  # the config's own checks on one representative setting
-            config_class(**{k: _representative(v) for k, v in parsed.items()})
-        except (TypeError, ValueError) as err:
-            raise SpecError(f"methods.{name}: {err}") from None
-        out[name] = parsed
+        checks.unknown(hp, {f.name for f in dataclasses.fields(config_class)}, where)
+        out[method] = {k: checks.searchable(v, hints[k], f"{where}.{k}") for k, v in hp.items()}
+        # The config's own checks on every combination of searched values (both ends of a
+        # range), over the sequence's defaults: each config a trial could build.
+        values = {**defaults.get(method, {}), **out[method]}
+        choices = [v.values if isinstance(v, SearchLeaf) else (v,) for v in values.values()]
+        for combination in itertools.product(*choices):
+            try:
+                config_class(**dict(zip(values, combination, strict=True)))
+            except ValueError as err:
+                raise SpecError(f"{where}.{err}") from None
     return out
 
 
-def _rl_methods() -> dict[str, type]:
-    """RL method name -> the config class of the shared method it builds on."""
-    from blip_ray.rl.methods import RL_METHODS
-
-    return {name: METHODS[entry.method].config_class for name, entry in RL_METHODS.items()}
-
-
-def _search_leaf(value: dict[str, Any], where: str) -> SearchLeaf:
-    if len(value) != 1 or next(iter(value)) not in SEARCH_KINDS:
-        raise SpecError(
-            f"{where}: a searched value is one of {{grid: [...]}}, {{choice: [...]}}, "
-            f"{{uniform: [lo, hi]}}, {{loguniform: [lo, hi]}}; got {value!r}"
-        )
-    kind, values = next(iter(value.items()))
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{where}.{kind}: expected a non-empty list")
-    if kind in ("uniform", "loguniform"):
-        if len(values) != 2:
-            raise SpecError(f"{where}.{kind}: expected [low, high]")
-        low, high = (_number(v, f"{where}.{kind}") for v in values)
-        if not low < high or (kind == "loguniform" and low <= 0):
-            raise SpecError(
-                f"{where}.{kind}: need 0 < low < high for loguniform, low < high "
-                f"for uniform; got [{low}, {high}]"
-            )
-        values = [low, high]
-    return SearchLeaf(kind, tuple(values))
+def _supervised(raw: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    """The supervised track's settings: network (checked against the inputs), training, data."""
+    width = checks.number(raw.get("width", 1.0), "width", positive=True)
+    fc_width = checks.optional(checks.integer, raw, "fc_width", minimum=1)
+    train, train_search = _train(raw.get("train", {}), raw.get("device", "cpu"))
+    return {
+        "network": _network(raw.get("network"), benchmark, width=width, fc_width=fc_width),
+        "width": width,
+        "fc_width": fc_width,
+        "train": train,
+        "train_search": train_search,
+        "data_dir": checks.optional(checks.string, raw, "data_dir"),
+        "download": checks.boolean(raw.get("download", True), "download"),
+    }
 
 
-def _representative(value: Any) -> Any:
-    if isinstance(value, SearchLeaf):
-        return value.values[0]
-    return value
+def _network(raw: Any, benchmark: str, *, width: float, fc_width: int | None) -> str:
+    """The network, built for the sequence's inputs: what a trial's first step would do."""
+    shape = SEQUENCES[benchmark].input_shape
+    network = SEQUENCES[benchmark].network if raw is None else checks.string(raw, "network")
+    if network not in MODELS:
+        raise SpecError(f"network: unknown {network!r}; known: {', '.join(sorted(MODELS))}")
+    problem = _build_problem(network, shape)
+    if problem is not None:
+        fits = " or ".join(name for name in sorted(MODELS) if _build_problem(name, shape) is None)
+        raise SpecError(f"network: {problem} from {benchmark}; use {fits}")
+    problem = _build_problem(network, shape, width=width, fc_width=fc_width)
+    if problem is not None:
+        raise SpecError(f"{'width' if fc_width is None else 'fc_width'}: {problem}")
+    return network
 
 
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        if value not in typing.get_args(hint):
-            options = ", ".join(map(str, typing.get_args(hint)))
-            raise SpecError(f"{where}: expected one of {options}, got {value!r}")
-        return value
-    if hint is bool:
-        return _boolean(value, where)
-    if hint is int:
-        return _integer(value, where)
-    if hint is float:
-        return _number(value, where)
-    if hint is str:
-        return _string(value, where)
-    return value
+def _build_problem(network: str, input_shape: tuple[int, ...], **options: Any) -> str | None:
+    """Why ``network`` cannot be built for ``input_shape`` (None: it can)."""
+    try:
+        check_build(network, ModelOptions(input_shape=input_shape, head_sizes=(2,), **options))
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _train(raw: Any, device: Any) -> tuple[TrainSettings, dict[str, SearchLeaf]]:
     """Fixed settings, plus the searched ones (checked value by value, e.g. every grid lr > 0)."""
     if not isinstance(raw, dict):
         raise SpecError("train: expected a mapping of training settings")
-    _unknown(raw, set(TRAIN_KEYS), "train")
     hints = typing.get_type_hints(TrainSettings)
+    checks.unknown(raw, set(hints) - {"device"}, "train")
     values, search = {}, {}
     for key, value in raw.items():
-        if isinstance(value, dict):
-            leaf = _search_leaf(value, f"train.{key}")
-            if leaf.kind not in ("grid", "choice") and hints[key] is not float:
-                raise SpecError(f"train.{key}: {leaf.kind} needs a real-valued setting; use grid")
-            checked = [
-                _train_value(key, v, hints[key], f"train.{key}.{leaf.kind}[{i}]")
-                for i, v in enumerate(leaf.values)
-            ]
-            if leaf.kind in ("grid", "choice"):
-                leaf = SearchLeaf(leaf.kind, tuple(checked))
-            search[key], values[key] = leaf, checked[0]
-        else:
-            values[key] = _train_value(key, value, hints[key], f"train.{key}")
-    device = _string(device, "device")
+        parsed = checks.searchable(value, hints[key], f"train.{key}")
+        leaf = parsed if isinstance(parsed, SearchLeaf) else None
+        for i, v in enumerate(leaf.values if leaf else (parsed,)):
+            where = f"train.{key}.{leaf.kind}[{i}]" if leaf else f"train.{key}"
+            if key in TRAIN_POSITIVE and not v > 0:
+                raise SpecError(f"{where}: must be > 0, got {v}")
+            if key in TRAIN_NON_NEGATIVE and v < 0:
+                raise SpecError(f"{where}: must be >= 0, got {v}")
+        if leaf:
+            search[key] = leaf
+        values[key] = leaf.values[0] if leaf else parsed
+    device = checks.string(device, "device")
     if device not in ("cpu", "cuda", "auto"):
         raise SpecError(f"device: expected cpu, cuda or auto, got {device!r}")
     return TrainSettings(**values, device=device), search
 
 
-def _train_value(key: str, value: Any, hint: Any, where: str) -> Any:
-    value = _typed(value, hint, where)
-    if key in ("lr", "batch_size", "epochs", "lr_factor") and not value > 0:
-        raise SpecError(f"{where}: must be > 0, got {value}")
-    if key in ("lr_patience", "lr_min", "momentum", "clipgrad") and value < 0:
-        raise SpecError(f"{where}: must be >= 0, got {value}")
-    return value
+def _rl(raw: dict[str, Any], benchmark: str, resources: Resources) -> RlSettings:
+    """The ``rl:`` section over the sequence's defaults; env runners sized from the trial's CPUs."""
+    section = raw.get("rl") or {}
+    if not isinstance(section, dict):
+        raise SpecError("rl: expected a mapping like {steps_per_task: 100000}")
+    checks.unknown(section, {f.name for f in dataclasses.fields(RlSettings)}, "rl")
+    values = {  # 0 steps would read as "the sequence's default" in for_sequence
+        key: checks.integer(value, f"rl.{key}", minimum=1 if key == "steps_per_task" else None)
+        for key, value in section.items()
+        if key not in ("ppo", "reference_returns") and value is not None
+    }
+    ppo = section.get("ppo") or {}
+    if not isinstance(ppo, dict):
+        raise SpecError("rl.ppo: expected a mapping of PPO settings")
+    hints = typing.get_type_hints(PpoSettings)
+    checks.unknown(ppo, set(hints), "rl.ppo")
+    ppo = {k: checks.typed(v, hints[k], f"rl.ppo.{k}") for k, v in ppo.items()}
+    references = _references(section.get("reference_returns"), benchmark)
+    try:
+        return RlSettings.for_sequence(
+            benchmark, cpus=resources.cpu, ppo=ppo, reference_returns=references, **values
+        )
+    except ValueError as err:  # the settings' own checks; each message starts with the field
+        raise SpecError(f"rl.{err}") from None
+
+
+def _references(raw: Any, benchmark: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    names = [task.name for task in RL_SEQUENCES[benchmark].tasks]
+    values = _return_mapping(raw, "rl.reference_returns", example=f"{{{names[0]}: 100.0}}")
+    strangers = sorted(k for k in values if k not in names)
+    if strangers:
+        raise SpecError(
+            f"rl.reference_returns: unknown task {strangers[0]!r}; {benchmark}'s tasks are "
+            f"{', '.join(names)}"
+        )
+    return values
+
+
+def load_reference_returns(path: str | Path) -> dict[str, float]:
+    """Single-task reference returns from a YAML file (``{Boxing: 90.0, ...}``), for
+    ``blip-ray report --reference-returns``; task names are checked against the experiment's."""
+    raw = checks.read_yaml(path, example="a YAML mapping of task name to return")
+    return _return_mapping(raw, str(path), example="{Boxing: 90.0}")
+
+
+def _return_mapping(raw: Any, where: str, *, example: str) -> dict[str, float]:
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(f"{where}: expected a mapping of task name to return, like {example}")
+    return {str(k): checks.number(v, f"{where}.{k}") for k, v in raw.items()}
 
 
 def _resources(raw: Any) -> Resources:
     if not isinstance(raw, dict):
         raise SpecError("resources: expected a mapping like {cpu: 1, gpu: 0}")
-    _unknown(raw, {"cpu", "gpu"}, "resources")
-    cpu = _number(raw.get("cpu", 1.0), "resources.cpu", positive=True)
-    gpu = _number(raw.get("gpu", 0.0), "resources.gpu")
+    checks.unknown(raw, {"cpu", "gpu"}, "resources")
+    cpu = checks.number(raw.get("cpu", 1.0), "resources.cpu", positive=True)
+    gpu = checks.number(raw.get("gpu", 0.0), "resources.gpu")
     if gpu < 0:
         raise SpecError(f"resources.gpu: must be >= 0, got {gpu}")
     return Resources(cpu=cpu, gpu=gpu)
@@ -375,41 +376,6 @@ def _injection(raw: Any) -> FailureInjection | None:
         return None
     if not isinstance(raw, dict):
         raise SpecError("inject_failure: expected a mapping like {after_task: 0}")
-    _unknown(raw, {"after_task"}, "inject_failure")
-    return FailureInjection(
-        _integer(raw.get("after_task", 0), "inject_failure.after_task", minimum=0)
-    )
-
-
-def _unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
-    for key in raw:
-        if key not in known:
-            raise SpecError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(f"{where}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(f"{where}: expected true or false, got {value!r}")
-    return value
-
-
-def _integer(value: Any, where: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise SpecError(f"{where}: must be >= {minimum}, got {value}")
-    return value
-
-
-def _number(value: Any, where: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(f"{where}: expected a finite number, got {value!r}")
-    if positive and not value > 0:
-        raise SpecError(f"{where}: must be > 0, got {value}")
-    return float(value)
+    checks.unknown(raw, {"after_task"}, "inject_failure")
+    after = checks.integer(raw.get("after_task", 0), "inject_failure.after_task", minimum=0)
+    return FailureInjection(after)

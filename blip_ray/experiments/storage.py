@@ -9,13 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-from blip_ray.experiments.connect import UserError
+from blip_ray.experiments.checks import UserError
 from blip_ray.experiments.spec import ExperimentSpec
 
 SPEC_RECORD = "blip_ray_spec.json"
 """The spec an experiment started with, saved in its directory and compared on ``--resume``."""
+RUN_RECORD = "blip_ray_run.json"
+"""The report header of the experiment's last run (title, wall time, planned trials), kept so
+``blip-ray report`` can rewrite the report with it."""
 RESULT_KEYS = (
     "benchmark",
     "network",
@@ -55,6 +56,8 @@ def experiment_dir_for(
             n += 1
             candidate = root / f"{stem}-{n}"
         return candidate
+    from ray import tune  # only a resume reads Tune's state: the rest of this module is Ray-free
+
     if name:
         candidates = [root / name]
     else:

@@ -1,31 +1,30 @@
-"""The Tune trainable of the supervised track: one trial = one whole continual run.
+"""The Tune trainables of both tracks: one trial = one whole continual run over a task sequence.
 
-It reports after every task (the new matrix row and the running metrics) with a checkpoint of the
-loop state, so a retried or resumed trial continues from its last finished task. A training loss
-that turns NaN or infinite ends the trial as failed without a retry: the run is deterministic, so a
-retry from the same checkpoint would diverge again at the same step.
+Each reports after every task: the task's :class:`~blip_ray.records.TaskRow` (the new matrix row,
+timings, capacity, state bytes) with a checkpoint of the run's state, so a retried or resumed trial
+continues from its last finished task. A supervised training loss that turns NaN or infinite ends
+the trial as failed without a retry: the run is deterministic, so a retry from the same checkpoint
+would diverge again at the same step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
 
-from blip_ray import metrics
 from blip_ray.data import load_sequence
 from blip_ray.methods import make_method
 from blip_ray.models import ModelOptions, build_model
+from blip_ray.records import failure_result
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 
-STATE_FILE = "loop_state.pt"
 FAILURE_MARKER = ".injected_failure"
 
 
@@ -36,8 +35,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     sequence = load_sequence(
         run["benchmark"], data_dir=run["data_dir"], seed=seed, download=run["download"]
     )
-    if run["tasks"] is not None:
-        sequence.tasks = sequence.tasks[: run["tasks"]]
+    sequence.tasks = sequence.tasks[: run["tasks"]]
     method = make_method(config["method"]["name"], **config["method"]["hp"])
     torch.manual_seed(seed)
     model = build_model(
@@ -51,58 +49,59 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             max_bit=getattr(method.config, "max_bit", 20),
         ),
     )
-    resume = _restore(tune.get_checkpoint())
-    names = [task.name for task in sequence.tasks]
-    where = {"num_tasks": len(sequence), "task_names": names, "node_id": _node_id()}
+    resume = _loop_state()
     records = run_sequence(
         sequence, model, method, settings=TrainSettings(**run["train"]), seed=seed, resume=resume
     )
     try:
-        for record in records:
-            _report(record, where)
-            _maybe_inject_failure(run.get("inject_failure_after_task"), record.task)
+        _report(records, inject_failure_after=run.get("inject_failure_after_task"))
     except NonFiniteLossError as err:
-        done = len(resume.rows) if resume is not None else 0
-        tune.report({**where, "failed": f"NonFiniteLossError: {err}", "tasks_done": done})
+        names = [task.name for task in sequence.tasks]
+        done = resume.next_task if resume is not None else 0
+        error = f"NonFiniteLossError: {err}"
+        tune.report(
+            failure_result(num_tasks=len(names), task_names=names, tasks_done=done, error=error)
+        )
 
 
-def _report(record: Any, where: dict[str, Any]) -> None:
-    """One matrix row, the running metrics and a checkpoint of the loop state."""
-    matrix = np.array(record.matrix)
-    result = {
-        **where,
-        "task": record.task,
-        "task_name": record.name,
-        "tasks_done": record.task + 1,
-        "metric": "accuracy",
-        "row": record.row,
-        "matrix": record.matrix,
-        "initial_row": record.initial_row,
-        **metrics.summary(matrix, record.initial_row),
-        "capacity": record.capacity,
-        "state_bytes": record.state_bytes,
-        "epochs": record.epochs,
-        "train_s": record.train_s,
-        "end_task_s": record.end_task_s,
-        "eval_s": record.eval_s,
-        "task_wall_s": record.train_s + record.end_task_s + record.eval_s,
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(dataclasses.asdict(record.state), Path(tmp) / STATE_FILE)
-        tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+def rl_trainable(config: dict[str, Any]) -> None:
+    """The RL track's trainable: a continual PPO run (``blip_ray.rl.run``)."""
+    from blip_ray.rl.run import run_sequence as run_rl_sequence
+    from blip_ray.rl.settings import ContinualSettings, RlSettings
+
+    run, method = config["run"], config["method"]
+    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    settings = ContinualSettings(
+        sequence=run["benchmark"],
+        num_tasks=run["tasks"],
+        method=method["name"],
+        method_hp=dict(method["hp"]),
+        seed=int(method["seed"]),
+        rl=RlSettings.from_dict(run["rl"]),
+    )
+    checkpoint = tune.get_checkpoint()  # a copy that outlives this call: the run restores lazily
+    resume = Path(checkpoint.to_directory()) if checkpoint is not None else None
+    _report(run_rl_sequence(settings, resume=resume))
 
 
-def _node_id() -> str:
-    """The Ray node running this attempt (trials move between nodes when one fails)."""
-    return ray.get_runtime_context().get_node_id()
+def _report(records: Iterable[Any], *, inject_failure_after: int | None = None) -> None:
+    """One ``tune.report`` per finished task, with a checkpoint of the state after it."""
+    node_id = ray.get_runtime_context().get_node_id()  # trials move when a node fails
+    for record in records:
+        record.node_id = node_id
+        with tempfile.TemporaryDirectory() as tmp:
+            record.save(Path(tmp))
+            tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(tmp))
+        _maybe_inject_failure(inject_failure_after, record.task)
 
 
-def _restore(checkpoint: tune.Checkpoint | None) -> LoopState | None:
+def _loop_state() -> LoopState | None:
+    """The supervised loop state in the trial's checkpoint; None when the trial starts fresh."""
+    checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
-    return LoopState(**state)
+        return LoopState.load(Path(directory))
 
 
 def _maybe_inject_failure(after_task: int | None, task: int) -> None:

@@ -1,8 +1,11 @@
-"""One interface for every continual-learning method, and the registry YAML, CLI and tests read.
+"""One interface for every continual-learning method, and the one registry YAML, CLI and tests read.
 
-A method is a small class overriding a few hooks of :class:`ContinualMethod` (FACIL's pattern); the
-task loop in ``blip_ray.supervised`` (and the RL learners) call the hooks, and metrics are computed
-outside the methods so every method is scored the same way.
+A method is a small class overriding a few hooks of :class:`ContinualMethod` (FACIL's pattern). Both
+tracks call the same hooks: the supervised task loop (``blip_ray.supervised``) with a classifier,
+the RL learner (``blip_ray.rl.learners``) with the PPO module. The end-of-task step reads the task's
+samples through :class:`TaskSamples`, which each track builds (Avalanche's ``update(experience,
+model)``), so a method is written once. Metrics are computed outside the methods, so every method is
+scored the same way.
 """
 
 from __future__ import annotations
@@ -13,14 +16,58 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from blip_ray.data.base import Split, Task
-from blip_ray.models.base import MultiHeadNet
+from blip_ray import quant
+
+#: A model of either track: a ``MultiHeadNet`` or the RL track's PPO module. Methods use only
+#: ``trunk``, ``features(x)``, ``heads`` and what :class:`TaskSamples` gives them.
+Model = nn.Module
+#: ``(inputs, targets)``; ``targets`` is None where a task has no labels (RL states).
+Batch = tuple[torch.Tensor, torch.Tensor | None]
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method's typed, frozen hyperparameter config (the only copy of defaults)."""
+    """Base of every method's typed, frozen hyperparameter config (the only copy of defaults).
+
+    Subclasses check their values in ``__post_init__`` and raise ValueError with one line that
+    names the field, so a spec is refused before any trial starts.
+    """
+
+
+def require(config: MethodConfig, field: str, ok: bool, rule: str) -> None:
+    """Raise ``ValueError("<field>: must be <rule>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{field}: must be {rule}, got {getattr(config, field)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSamples:
+    """A finished task's training samples, as an end-of-task step reads them in either track.
+
+    The supervised loop builds it from the task's training split (``targets`` are the labels), the
+    RL learner from the states of the task's last training batch (no targets: a target is an
+    action sampled from the task's policy head).
+    """
+
+    task_id: int
+    batches: Callable[..., Iterator[Batch]]
+    """``batches(batch_size, *, shuffle=False, limit=None)`` yields minibatches on the model's
+    device, at most ``limit`` of them."""
+    logits: Callable[[Model, torch.Tensor], torch.Tensor]
+    """``logits(model, inputs)``: the task's own head (class scores, or the policy's logits)."""
+
+    def sampled_log_prob(self, model: Model, batch: Batch) -> torch.Tensor:
+        """Per-sample ``log p(y | x)`` of a target ``y`` sampled from the task's head."""
+        return quant.sampled_label_log_prob(self.logits(model, batch[0]))
+
+    def nll(self, model: Model, batch: Batch) -> torch.Tensor:
+        """Per-sample ``-log p(y | x)``: ``y`` the batch's label, or (no labels) sampled."""
+        inputs, targets = batch
+        if targets is None:
+            return -self.sampled_log_prob(model, batch)
+        return F.cross_entropy(self.logits(model, inputs), targets, reduction="none")
 
 
 class ContinualMethod:
@@ -34,6 +81,8 @@ class ContinualMethod:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     #: Whether the network's trunk must be built from BLIP's quantized layers.
     quantized_trunk: ClassVar[bool] = False
+    #: The tracks the method runs on: ``supervised`` (classifiers) and/or ``rl`` (the PPO module).
+    tracks: ClassVar[tuple[str, ...]] = ("supervised", "rl")
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -42,25 +91,21 @@ class ContinualMethod:
                 f"{self.name} expects {self.config_class.__name__}, got {self.config!r}"
             )
 
-    def setup(self, model: MultiHeadNet) -> None:
+    def setup(self, model: Model) -> None:
         """Once, on the fresh model, before any task (and before a restart loads state)."""
 
-    def before_task(self, model: MultiHeadNet, task_id: int, task: Task) -> None:
+    def before_task(self, model: Model, task_id: int) -> None:
         """Before training task ``task_id`` (also called when a run restarts at that task)."""
 
-    def penalty(
-        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Extra loss term added to the task's cross-entropy on a minibatch (None: no term)."""
+    def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
+        """Extra loss term added to the task's loss on a minibatch (None: no term)."""
         return None
 
-    def after_step(self, model: MultiHeadNet, task_id: int) -> None:
+    def after_step(self, model: Model, task_id: int) -> None:
         """After every optimizer step."""
 
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
-        """After task ``task_id`` is trained and its best-validation weights restored."""
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        """After task ``task_id`` is trained (supervised: its best-validation weights restored)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Method state carried across tasks (tensors, numbers, lists, dicts of them)."""
@@ -69,18 +114,9 @@ class ContinualMethod:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (after ``setup`` on a fresh model)."""
 
-    def state_bytes(self, model: MultiHeadNet) -> int:
+    def state_bytes(self, model: Model) -> int:
         """Bytes of state the method keeps beyond the network's own parameters."""
         return tensor_bytes(self.state_dict())
-
-    def describe(self) -> dict[str, Any]:
-        """The method's hyperparameters, for tables and ``blip-ray list``."""
-        return dataclasses.asdict(self.config)
-
-
-#: ``batches(split, batch_size, shuffle=..., limit=...)`` yields ``(inputs, labels)`` minibatches of
-#: a task's split, transformed and on the run's device.
-BatchFactory = Callable[..., Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -94,14 +130,9 @@ def tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def trunk_parameters(model: MultiHeadNet) -> dict[str, nn.Parameter]:
+def trunk_parameters(model: Model) -> dict[str, nn.Parameter]:
     """The shared trunk's parameters by name (heads excluded: each is trained by its task only)."""
     return dict(model.trunk.named_parameters())
-
-
-def split_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, len(split), batch_size):
-        yield split.x[start : start + batch_size], split.y[start : start + batch_size]
 
 
 M = TypeVar("M", bound=type[ContinualMethod])
@@ -131,4 +162,8 @@ def make_method(name: str, **hyperparameters: Any) -> ContinualMethod:
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise ValueError(f"method {name!r} has no hyperparameter {unknown[0]!r}; it takes: {known}")
-    return cls(cls.config_class(**hyperparameters))
+    try:
+        config = cls.config_class(**hyperparameters)
+    except ValueError as err:
+        raise ValueError(f"method {name!r}: {err}") from None
+    return cls(config)

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
-
-import torch
+import math
 
 from blip_ray import quant
-from blip_ray.data.base import Task
 from blip_ray.methods.base import (
-    BatchFactory,
     ContinualMethod,
     MethodConfig,
+    Model,
+    TaskSamples,
     register_method,
+    require,
     tensor_bytes,
 )
-from blip_ray.models.base import MultiHeadNet
+
+#: Most bits a parameter can freeze: the quantized layers' limit (``2^-bits`` stays far from
+#: float32's smallest step relative to the bound).
+MAX_BIT_LIMIT = 30
 
 
 @dataclasses.dataclass(frozen=True)
 class BlipConfig(MethodConfig):
-    """BLIP's hyperparameters (defaults: the official code's, F_prior of its MNIST runs)."""
+    """BLIP's hyperparameters (defaults: the official code's, F_prior of its MNIST runs).
+
+    Reference: the official code, ``ImageClassification/approaches/blip.py`` and
+    ``RL/ppo_blip.py`` (github.com/Yujun-Shi/BLIP); the RL values (F_prior 5e-18, Fisher on the
+    rollout in 32 x 62 states) are the RL sequences' ``method_defaults``.
+    """
 
     f_prior: float = 1e-15
     """Prior Fisher per parameter, times the layer's fan-in (at the official 1/N^2 Fisher scale)."""
@@ -31,20 +39,27 @@ class BlipConfig(MethodConfig):
     fisher_batch_size: int = 100
     """Samples per Fisher minibatch; the Fisher's 1/N^2 scale depends on it (10 on miniImageNet)."""
 
+    def __post_init__(self) -> None:
+        require(self, "f_prior", math.isfinite(self.f_prior) and self.f_prior > 0, "> 0")
+        require(self, "max_bit", 1 <= self.max_bit <= MAX_BIT_LIMIT, f"in 1..{MAX_BIT_LIMIT}")
+        require(self, "fisher_batches", self.fisher_batches >= 1, ">= 1")
+        require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
+
 
 @register_method("blip")
 class BlipMethod(ContinualMethod):
     """Clips after every step and, at each task end, turns the Fisher into frozen bits.
 
-    The Fisher uses ``fisher_batches`` minibatches of the task's training set in a fixed shuffled
-    order, with labels sampled from the model's own head for that task (the official estimator);
-    a task with fewer samples than ``fisher_batches * fisher_batch_size`` uses them all once.
+    The Fisher uses ``fisher_batches`` shuffled minibatches of the task's training samples, with
+    targets sampled from the model's own head for that task (the official estimator: labels in
+    classification, actions in RL); fewer samples than ``fisher_batches * fisher_batch_size`` are
+    all used once.
     """
 
     config_class = BlipConfig
     quantized_trunk = True
 
-    def setup(self, model: MultiHeadNet) -> None:
+    def setup(self, model: Model) -> None:
         layers = quant.blip_layers(model)
         if not layers:
             raise ValueError("blip needs a quantized trunk: build the network with quantized=True")
@@ -55,24 +70,15 @@ class BlipMethod(ContinualMethod):
                 )
         quant.set_f_prior(model, self.config.f_prior)
 
-    def after_step(self, model: MultiHeadNet, task_id: int) -> None:
+    def after_step(self, model: Model, task_id: int) -> None:
         quant.clip_(model)
 
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
-        fisher_batches = batches(
-            task.train,
-            self.config.fisher_batch_size,
-            shuffle=True,
-            limit=self.config.fisher_batches,
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        batches = samples.batches(
+            self.config.fisher_batch_size, shuffle=True, limit=self.config.fisher_batches
         )
+        quant.end_task(model, task=task_id, batches=batches, log_prob_fn=samples.sampled_log_prob)
 
-        def log_prob(net: MultiHeadNet, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            return quant.sampled_label_log_prob(net(batch[0], task_id))
-
-        quant.end_task(model, task=task_id, batches=fisher_batches, log_prob_fn=log_prob)
-
-    def state_bytes(self, model: MultiHeadNet) -> int:
+    def state_bytes(self, model: Model) -> int:
         """BLIP's state is its per-parameter buffers: constant in the number of tasks."""
         return sum(tensor_bytes(dict(layer.named_buffers())) for layer in quant.blip_layers(model))

@@ -1,8 +1,10 @@
 """EWC (Kirkpatrick et al. 2017) with one penalty per past task, and online EWC (Schwarz 2018).
 
-Both use the Fisher estimator of the official baselines (HAT's ``fisher_matrix_diag`` and BLIP's RL
-EWC): squared gradients of each minibatch's mean loss, times the minibatch size, averaged over the
-samples. The RL learners reuse :func:`minibatch_fisher` with their own loss.
+Both use the Fisher estimator of the official baselines (HAT's ``fisher_matrix_diag`` in
+``src/approaches/ewc.py``, github.com/joansj/hat, and BLIP's ``RL/ppo_ewc.py``): squared gradients
+of each minibatch's mean loss, times the minibatch size, averaged over the samples. The loss is the
+task's cross-entropy with the true labels in classification, ``-log pi(sampled a | s)`` in RL
+(:meth:`TaskSamples.nll`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from blip_ray.data.base import Task
 from blip_ray.methods.base import (
-    BatchFactory,
     ContinualMethod,
     MethodConfig,
+    Model,
+    TaskSamples,
     register_method,
+    require,
     trunk_parameters,
 )
-from blip_ray.models.base import MultiHeadNet
 
 
 def minibatch_fisher(
@@ -49,17 +50,14 @@ def minibatch_fisher(
     return {name: f / total for name, f in fisher.items()}
 
 
-def task_fisher(
-    model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory, batch_size: int
-) -> dict[str, torch.Tensor]:
-    """The trunk's Fisher on the task's training set with its true labels (train mode, as HAT)."""
-
-    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(model(batch[0], task_id), batch[1], reduction="none")
-
-    return minibatch_fisher(
-        trunk_parameters(model), batches(task.train, batch_size, shuffle=False), loss_fn
-    )
+def task_fisher(model: Model, samples: TaskSamples, *, batch_size: int) -> dict[str, torch.Tensor]:
+    """The trunk's Fisher on the task's samples, in the model's current mode (train, as HAT)."""
+    with torch.enable_grad():  # the RL learner ends tasks under no_grad
+        return minibatch_fisher(
+            trunk_parameters(model),
+            samples.batches(batch_size, shuffle=False),
+            lambda batch: samples.nll(model, batch),
+        )
 
 
 def quadratic_penalty(
@@ -81,20 +79,23 @@ class EwcConfig(MethodConfig):
     fisher_batch_size: int = 20
     """Minibatch size of the Fisher estimate (HAT's ``fisher_matrix_diag`` default)."""
 
+    def __post_init__(self) -> None:
+        require(self, "lamb", self.lamb >= 0, ">= 0")
+        require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
+
 
 @register_method("ewc")
 class EwcMethod(ContinualMethod):
     """``loss + lamb * sum_k sum F_k (theta - theta_k)^2 / 2`` over past tasks k; state grows."""
 
     config_class = EwcConfig
+    tracks = ("supervised",)
 
-    def setup(self, model: MultiHeadNet) -> None:
+    def setup(self, model: Model) -> None:
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchors: list[dict[str, torch.Tensor]] = []
 
-    def penalty(
-        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
-    ) -> torch.Tensor | None:
+    def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if not self.fishers:
             return None
         params = trunk_parameters(model)
@@ -103,14 +104,8 @@ class EwcMethod(ContinualMethod):
         )
         return self.config.lamb * total
 
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
-        self.fishers.append(
-            task_fisher(
-                model, task_id, task, batches=batches, batch_size=self.config.fisher_batch_size
-            )
-        )
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        self.fishers.append(task_fisher(model, samples, batch_size=self.config.fisher_batch_size))
         self.anchors.append({n: p.detach().clone() for n, p in trunk_parameters(model).items()})
 
     def state_dict(self) -> dict[str, Any]:
@@ -131,6 +126,11 @@ class OnlineEwcConfig(MethodConfig):
     fisher_batch_size: int = 20
     """Minibatch size of the Fisher estimate."""
 
+    def __post_init__(self) -> None:
+        require(self, "lamb", self.lamb >= 0, ">= 0")
+        require(self, "gamma", 0 < self.gamma <= 1, "in (0, 1]")
+        require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
+
 
 @register_method("online_ewc")
 class OnlineEwcMethod(ContinualMethod):
@@ -138,25 +138,19 @@ class OnlineEwcMethod(ContinualMethod):
 
     config_class = OnlineEwcConfig
 
-    def setup(self, model: MultiHeadNet) -> None:
+    def setup(self, model: Model) -> None:
         self.fisher: dict[str, torch.Tensor] | None = None
         self.anchor: dict[str, torch.Tensor] | None = None
 
-    def penalty(
-        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
-    ) -> torch.Tensor | None:
+    def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if self.fisher is None or self.anchor is None:
             return None
         return self.config.lamb * quadratic_penalty(
             trunk_parameters(model), self.fisher, self.anchor
         )
 
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
-        new = task_fisher(
-            model, task_id, task, batches=batches, batch_size=self.config.fisher_batch_size
-        )
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        new = task_fisher(model, samples, batch_size=self.config.fisher_batch_size)
         if self.fisher is None:
             self.fisher = new
         else:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from blip_ray.data.base import Task
-from blip_ray.methods.base import ContinualMethod, MethodConfig, register_method
-from blip_ray.models.base import MultiHeadNet
+from blip_ray.methods.base import ContinualMethod, MethodConfig, Model, register_method, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,17 +26,21 @@ class FrozenConfig(MethodConfig):
     freeze_after: int = 1
     """Number of tasks trained with the trunk free (the paper's baseline: 1, i.e. after task 0)."""
 
+    def __post_init__(self) -> None:
+        require(self, "freeze_after", self.freeze_after >= 1, ">= 1")
+
 
 @register_method("frozen")
 class FrozenMethod(ContinualMethod):
-    """``sgd-frozen``: learn the trunk on the first task, then train only each new task's head.
+    """``sgd-frozen`` (the paper's RL ``ft-fix``): learn the trunk on the first task, then train
+    only each new task's head.
 
     Never forgets (old heads and the trunk are untouched) but cannot adapt features to later tasks.
     """
 
     config_class = FrozenConfig
 
-    def before_task(self, model: MultiHeadNet, task_id: int, task: Task) -> None:
+    def before_task(self, model: Model, task_id: int) -> None:
         frozen = task_id >= self.config.freeze_after
         for param in model.trunk.parameters():
             param.requires_grad_(not frozen)

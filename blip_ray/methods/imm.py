@@ -1,8 +1,9 @@
 """IMM (Lee et al. 2017): weight transfer + L2 transfer during training, then a merge per task end.
 
-``merge="mean"`` is mean-IMM, the plain running average of the task solutions; ``merge="mode"`` is
-mode-IMM, their Fisher-weighted average. Only the trunk is merged: each head is trained by its own
-task alone, so averaging heads would only mix an untrained head into the new one.
+``merge="mode"`` (the default, as the name and the official baselines' ``imm-mode``, HAT's
+``src/approaches/imm_mode.py``) is mode-IMM, the Fisher-weighted average of the task solutions;
+``merge="mean"`` is mean-IMM, their plain running average. Only the trunk is merged: each head is
+trained by its own task alone, so averaging heads would only mix an untrained head into the new one.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ from typing import Any, Literal
 
 import torch
 
-from blip_ray.data.base import Task
 from blip_ray.methods.base import (
-    BatchFactory,
     ContinualMethod,
     MethodConfig,
+    Model,
+    TaskSamples,
     register_method,
+    require,
     trunk_parameters,
 )
 from blip_ray.methods.ewc import task_fisher
-from blip_ray.models.base import MultiHeadNet
 
 
 @dataclasses.dataclass(frozen=True)
 class ImmConfig(MethodConfig):
     """IMM's merge rule and its L2-transfer regulariser."""
 
-    merge: Literal["mean", "mode"] = "mean"
+    merge: Literal["mean", "mode"] = "mode"
     """``mean``: average of the task solutions; ``mode``: Fisher-weighted average."""
     l2_transfer: float = 1e-4
     """Weight of ``sum (theta - theta_prev)^2`` toward the previous merged solution."""
@@ -36,8 +37,9 @@ class ImmConfig(MethodConfig):
     """Minibatch size of the Fisher estimate (mode merge only)."""
 
     def __post_init__(self) -> None:
-        if self.merge not in ("mean", "mode"):
-            raise ValueError(f"imm_mode merge must be 'mean' or 'mode', got {self.merge!r}")
+        require(self, "merge", self.merge in ("mean", "mode"), "mean or mode")
+        require(self, "l2_transfer", self.l2_transfer >= 0, ">= 0")
+        require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
 
 
 @register_method("imm_mode")
@@ -45,14 +47,13 @@ class ImmModeMethod(ContinualMethod):
     """Train task t from the merged solution of tasks < t, then merge the new solution into it."""
 
     config_class = ImmConfig
+    tracks = ("supervised",)
 
-    def setup(self, model: MultiHeadNet) -> None:
+    def setup(self, model: Model) -> None:
         self.merged: dict[str, torch.Tensor] | None = None
         self.fisher: dict[str, torch.Tensor] | None = None
 
-    def penalty(
-        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
-    ) -> torch.Tensor | None:
+    def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if self.merged is None or self.config.l2_transfer == 0:
             return None
         params = trunk_parameters(model)
@@ -60,15 +61,10 @@ class ImmModeMethod(ContinualMethod):
         return self.config.l2_transfer * torch.stack(terms).sum()
 
     @torch.no_grad()
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         params = trunk_parameters(model)
         if self.config.merge == "mode":
-            with torch.enable_grad():
-                new_fisher = task_fisher(
-                    model, task_id, task, batches=batches, batch_size=self.config.fisher_batch_size
-                )
+            new_fisher = task_fisher(model, samples, batch_size=self.config.fisher_batch_size)
         if self.merged is not None:
             for name, param in params.items():
                 if self.config.merge == "mean":

@@ -9,9 +9,14 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from blip_ray.data.base import Task
-from blip_ray.methods.base import BatchFactory, ContinualMethod, MethodConfig, register_method
-from blip_ray.models.base import MultiHeadNet
+from blip_ray.methods.base import (
+    ContinualMethod,
+    MethodConfig,
+    Model,
+    TaskSamples,
+    register_method,
+    require,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,10 @@ class LwfConfig(MethodConfig):
     temperature: float = 2.0
     """Softmax temperature of the distillation targets."""
 
+    def __post_init__(self) -> None:
+        require(self, "lamb", self.lamb >= 0, ">= 0")
+        require(self, "temperature", self.temperature > 0, "> 0")
+
 
 @register_method("lwf")
 class LwfMethod(ContinualMethod):
@@ -33,14 +42,13 @@ class LwfMethod(ContinualMethod):
     """
 
     config_class = LwfConfig
+    tracks = ("supervised",)
 
-    def setup(self, model: MultiHeadNet) -> None:
-        self.old_model: MultiHeadNet | None = None
+    def setup(self, model: Model) -> None:
+        self.old_model: Model | None = None
         self._pending: dict[str, torch.Tensor] | None = None
 
-    def penalty(
-        self, model: MultiHeadNet, task_id: int, inputs: torch.Tensor
-    ) -> torch.Tensor | None:
+    def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if self.old_model is None or task_id == 0:
             return None
         temp = self.config.temperature
@@ -54,9 +62,7 @@ class LwfMethod(ContinualMethod):
             terms.append(-(target * log_pred).sum(1).mean())
         return self.config.lamb * torch.stack(terms).sum()
 
-    def after_task(
-        self, model: MultiHeadNet, task_id: int, task: Task, *, batches: BatchFactory
-    ) -> None:
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         self.old_model = _frozen_copy(model)
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,14 +71,14 @@ class LwfMethod(ContinualMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending = state["old_model"]
 
-    def before_task(self, model: MultiHeadNet, task_id: int, task: Task) -> None:
+    def before_task(self, model: Model, task_id: int) -> None:
         if self._pending is not None:  # a restart: rebuild the previous model from its weights
             self.old_model = _frozen_copy(model)
             self.old_model.load_state_dict(self._pending)
             self._pending = None
 
 
-def _frozen_copy(model: MultiHeadNet) -> MultiHeadNet:
+def _frozen_copy(model: Model) -> Model:
     old = copy.deepcopy(model).eval()
     for param in old.parameters():
         param.requires_grad_(False)

@@ -13,6 +13,7 @@ from blip_ray.models.base import (
     ModelOptions,
     MultiHeadNet,
     build_model,
+    check_build,
     register_model,
 )
 from blip_ray.models.layers import trunk_conv, trunk_linear
@@ -32,6 +33,7 @@ __all__ = [
     "atari",
     "atari_trunk",
     "build_model",
+    "check_build",
     "mlp",
     "mlp_hidden_width",
     "register_model",

@@ -91,3 +91,14 @@ def build_model(name: str, options: ModelOptions) -> MultiHeadNet:
     if name not in MODELS:
         raise KeyError(f"unknown network {name!r}; known: {', '.join(sorted(MODELS))}")
     return MODELS[name](options)
+
+
+def check_build(name: str, options: ModelOptions) -> None:
+    """Raise the ValueError that building network ``name`` for ``options`` raises, if any.
+
+    Every builder derives its layer sizes from ``options.input_shape`` and refuses what it cannot
+    take (no image shape, images too small for its kernels, an ``fc_width`` without a rule), so
+    building is the check; on the meta device it allocates and initializes nothing.
+    """
+    with torch.device("meta"):
+        build_model(name, options)

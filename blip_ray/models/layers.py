@@ -92,4 +92,4 @@ def image_shape(options: ModelOptions, network: str) -> tuple[int, int, int]:
 def reject_fc_width(options: ModelOptions, network: str) -> None:
     """Networks without one fully connected width refuse ``fc_width`` rather than ignore it."""
     if options.fc_width is not None:
-        raise ValueError(f"{network} has no fc_width rule; leave ModelOptions.fc_width unset")
+        raise ValueError(f"{network} has no fc_width rule; leave fc_width unset")

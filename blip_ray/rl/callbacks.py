@@ -29,8 +29,7 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from blip_ray.rl.sequences import get_rl_sequence
-from blip_ray.rl.settings import ContinualSettings, settings_from_config
+from blip_ray.rl.settings import ContinualSettings
 
 
 def learner_call(algorithm: Any, func: Callable[[Any], Any]) -> Any:
@@ -90,7 +89,7 @@ def lifetime_env_steps(algorithm: Any, result: dict[str, Any]) -> int:
 def end_task(algorithm: Any, settings: ContinualSettings, task: int) -> dict[str, Any]:
     """End ``task``: method step, evaluation of every task, row, switch to the next task."""
     start = time.perf_counter()
-    info = learner_call(algorithm, lambda learner: learner.finish_task(task))
+    learner_call(algorithm, lambda learner: learner.finish_task(task))
     finished = time.perf_counter()
     row = learner_call(algorithm, lambda learner: learner.evaluate())
     evaluated = time.perf_counter()
@@ -110,7 +109,6 @@ def end_task(algorithm: Any, settings: ContinualSettings, task: int) -> dict[str
     return {
         "task": task,
         "row": row,
-        "info": info,
         "end_task_s": finished - start,
         "eval_s": evaluated - finished,
     }
@@ -118,14 +116,15 @@ def end_task(algorithm: Any, settings: ContinualSettings, task: int) -> dict[str
 
 def advance(algorithm: Any, result: dict[str, Any]) -> None:
     """End every task whose budget is spent, evaluate when due, and fill ``result``."""
-    settings = settings_from_config(algorithm.config)
+    settings: ContinualSettings = algorithm.config.continual
+    steps_per_task = settings.rl.steps_per_task
     lifetime = lifetime_env_steps(algorithm, result)
     status = learner_call(algorithm, lambda learner: learner.status())
     trained = status["active_task"]
     ended = []
     while (
         status["tasks_done"] < settings.num_tasks
-        and lifetime >= (status["tasks_done"] + 1) * settings.steps_per_task
+        and lifetime >= (status["tasks_done"] + 1) * steps_per_task
     ):
         ended.append(end_task(algorithm, settings, status["tasks_done"]))
         status = learner_call(algorithm, lambda learner: learner.status())
@@ -134,24 +133,19 @@ def advance(algorithm: Any, result: dict[str, Any]) -> None:
         last = ended[-1]
         result.update(
             ended_task=last["task"],
-            return_row=last["row"],
             eval_returns=last["row"],
-            end_task_info=last["info"],
             end_task_s=last["end_task_s"],
             eval_s=last["eval_s"],
         )
-    elif settings.eval_interval and iteration % settings.eval_interval == 0:
+    elif settings.rl.eval_interval and iteration % settings.rl.eval_interval == 0:
         start = time.perf_counter()
         result["eval_returns"] = learner_call(algorithm, lambda learner: learner.evaluate())
         result["eval_s"] = time.perf_counter() - start
-    sequence = get_rl_sequence(settings.sequence)
     result.update(
-        task=trained,
-        task_name=sequence.tasks[trained].name,
         active_task=status["active_task"],
         tasks_done=status["tasks_done"],
         num_tasks=settings.num_tasks,
-        steps_in_task=lifetime - trained * settings.steps_per_task,
+        steps_in_task=lifetime - trained * steps_per_task,
         return_matrix=status["return_matrix"],
     )
     if "capacity" in status:

@@ -1,7 +1,8 @@
 """Environments of the RL task sequences: the paper's Atari preprocessing and a permuted CartPole.
 
-No Ray here beyond RLlib's Atari wrapper classes (plain gymnasium wrappers), so the envs build and
-step in any process. Every env handed to RLlib is wrapped last in :class:`TaskEnv`, which gives all
+No Ray here beyond RLlib's Atari wrapper classes (plain gymnasium wrappers, imported only when an
+Atari env is built, so that reading a spec never imports RLlib); the envs build and step in any
+process. Every env handed to RLlib is wrapped last in :class:`TaskEnv`, which gives all
 tasks of a sequence one padded action space and tags the env with its task.
 """
 
@@ -9,16 +10,6 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-from ray.rllib.env.wrappers.atari_wrappers import (
-    ClipRewardEnv,
-    EpisodicLifeEnv,
-    FireResetEnv,
-    FrameStack,
-    MaxAndSkipEnv,
-    NoopResetEnv,
-    WarpFrame,
-    get_wrapper_by_cls,
-)
 
 #: Frames per agent step (NoFrameskip-v4 + the DeepMind wrappers' MaxAndSkip).
 ATARI_FRAMESKIP = 4
@@ -75,6 +66,8 @@ class WholeGame(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env) -> None:
+        from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv, get_wrapper_by_cls
+
         super().__init__(env)
         life_env = get_wrapper_by_cls(env, EpisodicLifeEnv)
         if life_env is None:
@@ -98,6 +91,16 @@ def make_atari_env(game: str, *, training: bool) -> gym.Env:
     permutes them channels-first and divides by 255 (the official ``CNNBase`` does ``x / 255``).
     Evaluation keeps raw rewards and scores whole games (:class:`WholeGame`).
     """
+    from ray.rllib.env.wrappers.atari_wrappers import (
+        ClipRewardEnv,
+        EpisodicLifeEnv,
+        FireResetEnv,
+        FrameStack,
+        MaxAndSkipEnv,
+        NoopResetEnv,
+        WarpFrame,
+    )
+
     env = gym.make(
         f"ale_py:ALE/{game}-v5",
         frameskip=1,

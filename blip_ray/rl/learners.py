@@ -10,13 +10,16 @@ method needs, all with ``super()``:
 - ``get_state``/``set_state``: the method's own state (EWC's Fisher and anchor) in checkpoints.
 
 The task-sequence callback drives the task lifecycle through :meth:`finish_task`,
-:meth:`start_task`, :meth:`resume_task` and :meth:`evaluate` (via ``foreach_learner``). Which method
-runs is ``learner_config_dict["continual"]["method"]``, looked up in ``RL_METHODS``.
+:meth:`start_task`, :meth:`resume_task` and :meth:`evaluate` (via ``foreach_learner``). The run's
+settings are the config's typed ``continual`` (``blip_ray.rl.config.ContinualPPOConfig``); the
+method is the one ``blip_ray.methods`` class of that name, whose ``after_task`` reads the task's
+last training batch through a :class:`~blip_ray.methods.TaskSamples`.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,12 +32,11 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from blip_ray import quant
-from blip_ray.methods import ContinualMethod
+from blip_ray.methods import ContinualMethod, TaskSamples
 from blip_ray.rl.evaluation import evaluate_tasks
-from blip_ray.rl.methods import RlMethod, get_rl_method
 from blip_ray.rl.module import ContinualPPOModule
 from blip_ray.rl.sequences import get_rl_sequence
-from blip_ray.rl.settings import ContinualSettings, settings_from_config
+from blip_ray.rl.settings import ContinualSettings
 
 #: Key of the method's own state in the learner's ``get_state`` (and checkpoints).
 METHOD_STATE = "continual_method"
@@ -53,10 +55,12 @@ def task_learning_rate(
 
 
 class LastBatchObservations(ConnectorV2):
-    """Last learner-pipeline piece: keeps a reference to the train batch's observations.
+    """Learner-pipeline piece that keeps a reference to the train batch's observations.
 
-    The end-of-task Fisher runs on the states of the task's last training batch (the official
+    The end-of-task step runs on the states of the task's last training batch (the official
     rollout buffer); the loss mask drops the bootstrap states PPO's connectors append.
+    ``ContinualPPOConfig.build_learner_connector`` installs it after RLlib's default pieces (the
+    batch is complete and on the device); PPO's GAE piece follows it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -80,16 +84,49 @@ class LastBatchObservations(ConnectorV2):
         return observations if mask is None else observations[mask.bool()]
 
 
+def rollout_samples(observations: torch.Tensor | None, task: int) -> TaskSamples:
+    """A task's last training batch as :class:`TaskSamples`: states without targets, scored by
+    the task's policy head.
+
+    Minibatches are always shuffled, as the official ``feed_forward_generator`` shuffles the
+    rollout (its states come in env-step order): ``batch_size`` states each, the last partial one
+    dropped; on the 2000-state rollout with 62 states that is 32 minibatches (1984 states).
+    Fewer states than ``batch_size`` give one minibatch of all of them.
+    """
+
+    def batches(
+        batch_size: int, *, shuffle: bool = True, limit: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, None]]:
+        if observations is None or observations.shape[0] == 0:
+            raise RuntimeError(
+                f"task {task}: no training batch recorded, but the method's end-of-task step "
+                "reads the states of the task's last training batch"
+            )
+        count = observations.shape[0]
+        size = min(batch_size, count)
+        number = count // size if limit is None else min(limit, count // size)
+        order = torch.randperm(count, device=observations.device)
+        for i in range(number):
+            yield observations[order[i * size : (i + 1) * size]], None
+
+    return TaskSamples(task, batches, lambda module, obs: module.policy_logits(obs, task))
+
+
 class ContinualPPOLearner(PPOTorchLearner):
-    """PPO + one RL method from ``RL_METHODS`` on a :class:`ContinualPPOModule`."""
+    """PPO + one ``blip_ray.methods`` method on a :class:`ContinualPPOModule`."""
 
-    @functools.cached_property
+    @property
     def settings(self) -> ContinualSettings:
-        return settings_from_config(self.config)
+        return self.config.continual
 
     @functools.cached_property
-    def rl_method(self) -> RlMethod:
-        return get_rl_method(self.settings.method)
+    def last_batch(self) -> LastBatchObservations:
+        pieces = [
+            c for c in self._learner_connector.connectors if isinstance(c, LastBatchObservations)
+        ]
+        if not pieces:
+            raise RuntimeError("build the learner from blip_ray.rl.config.ContinualPPOConfig")
+        return pieces[0]
 
     @property
     def continual_module(self) -> ContinualPPOModule:
@@ -102,29 +139,24 @@ class ContinualPPOLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def build(self) -> None:
         super().build()
-        self.method: ContinualMethod = self.rl_method.make(self.settings.method_hp)
-        self.last_batch = LastBatchObservations()
-        if self.rl_method.needs_last_batch:
-            if self._learner_connector is None:
-                raise RuntimeError(f"{self.settings.method} needs the learner connector pipeline")
-            # After GAE, as PPOLearner.build appends it: the batch is complete and on device.
-            self._learner_connector.append(self.last_batch)
-        self.method.setup(self.continual_module)  # type: ignore[arg-type]
-        self.method.before_task(self.continual_module, 0, None)  # type: ignore[arg-type]
+        self.method: ContinualMethod = self.settings.make_method()
+        self.method.setup(self.continual_module)
+        self.method.before_task(self.continual_module, 0)
 
     @override(PPOTorchLearner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # Adam with the paper's eps; registered without an RLlib schedule because the learning
         # rate restarts at every task (after_gradient_based_update sets it).
         params = self.get_parameters(self.module[module_id])
-        optimizer = torch.optim.Adam(params, lr=self.settings.lr, eps=self.settings.adam_eps)
+        ppo = self.settings.rl.ppo
+        optimizer = torch.optim.Adam(params, lr=ppo.lr, eps=ppo.adam_eps)
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params)
 
     @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict: dict) -> None:
         super().apply_gradients(gradients_dict)
         with torch.no_grad():
-            self.method.after_step(self.continual_module, self.active_task)  # type: ignore[arg-type]
+            self.method.after_step(self.continual_module, self.active_task)
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(
@@ -143,10 +175,10 @@ class ContinualPPOLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         lr = task_learning_rate(
-            self.settings.lr,
+            self.settings.rl.ppo.lr,
             lifetime_steps=int(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)),
             task=self.active_task,
-            steps_per_task=self.settings.steps_per_task,
+            steps_per_task=self.settings.rl.steps_per_task,
         )
         self._set_learning_rate(lr)
         super().after_gradient_based_update(timesteps=timesteps)  # logs it, runs PPO's schedules
@@ -164,27 +196,26 @@ class ContinualPPOLearner(PPOTorchLearner):
         """Fresh Adam moments and the initial learning rate (the official ``renew_optimizer``)."""
         for optimizer in self._optimizers():
             optimizer.state.clear()
-        self._set_learning_rate(self.settings.lr)
+        self._set_learning_rate(self.settings.rl.ppo.lr)
 
-    def finish_task(self, task: int) -> dict[str, Any]:
+    def finish_task(self, task: int) -> None:
         """The method's end-of-task step for ``task`` (which must be the active task)."""
         if task != self.active_task:
             raise RuntimeError(f"finish_task({task}) while task {self.active_task} is active")
-        observations = self.last_batch.take() if self.rl_method.needs_last_batch else None
-        info = self.rl_method.end_task(self.method, self.continual_module, task, observations)
+        samples = rollout_samples(self.last_batch.take(), task)
+        self.method.after_task(self.continual_module, task, samples=samples)
         self._weights_changed()
-        return info
 
     def start_task(self, task: int) -> None:
         """Switch heads to ``task``, apply the method's rules, reset the optimizer and lr."""
         self.continual_module.set_active_task(task)
-        self.method.before_task(self.continual_module, task, None)  # type: ignore[arg-type]
+        self.method.before_task(self.continual_module, task)
         self._reset_optimizers()
         self._weights_changed()
 
     def resume_task(self) -> int:
-        """Re-apply the active task's rules (e.g. ft-fix's frozen trunk) after a restore."""
-        self.method.before_task(self.continual_module, self.active_task, None)  # type: ignore[arg-type]
+        """Re-apply the active task's rules (e.g. ``frozen``'s trunk) after a restore."""
+        self.method.before_task(self.continual_module, self.active_task)
         return self.active_task
 
     def record_returns(self, task: int, row: list[float]) -> None:
@@ -198,8 +229,8 @@ class ContinualPPOLearner(PPOTorchLearner):
             self.continual_module,
             get_rl_sequence(settings.sequence),
             num_tasks=settings.num_tasks if tasks is None else tasks,
-            episodes=settings.eval_episodes,
-            max_steps=settings.eval_max_steps,
+            episodes=settings.rl.eval_episodes,
+            max_steps=settings.rl.eval_max_steps,
             seed=settings.eval_seed,
         )
 
@@ -237,7 +268,7 @@ class ContinualPPOLearner(PPOTorchLearner):
             self.method.load_state_dict(
                 tree.map_structure(lambda x: _to_torch(x, device), state[METHOD_STATE])
             )
-        # The restored module may be on a later task: its rules (ft-fix) are not module state.
+        # The restored module may be on a later task: its rules (frozen) are not module state.
         self.resume_task()
 
 

@@ -20,10 +20,16 @@ import gymnasium as gym
 
 from blip_ray.rl import envs
 
-#: Name under which :func:`register_envs` registers :func:`make_training_env` with Tune.
-ENV_NAME = "blip_ray_continual"
 #: Seed of the cartpole3 observation transforms (fixed: the tasks are part of the benchmark).
 CARTPOLE_TRANSFORM_SEED = 2021
+
+#: The paper's RL values of the methods' hyperparameters (official ``ppo_blip.py``/``ppo_ewc.py``):
+#: Atari's F_prior, and the end-of-task Fisher on the 2000-state rollout in 32 shuffled minibatches
+#: of 2000 // 32 = 62 states.
+PAPER_RL_METHOD_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "blip": {"f_prior": 5e-18, "fisher_batches": 32, "fisher_batch_size": 62},
+    "online_ewc": {"fisher_batch_size": 62},
+}
 
 #: ``builder(task_index, training) -> env`` with the task's own (unpadded) action space.
 EnvBuilder = Callable[[int, bool], gym.Env]
@@ -51,7 +57,12 @@ class RlSequence:
     steps_per_task: int
     """Default env-step budget per task."""
     ppo: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Default PPO settings (``blip_ray.rl.config.PpoSettings`` fields) over the paper's."""
+    """Default PPO settings (``blip_ray.rl.settings.PpoSettings`` fields) over the paper's."""
+    method_defaults: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=lambda: PAPER_RL_METHOD_DEFAULTS
+    )
+    """Per method, hyperparameters that differ from the method's own defaults on this sequence
+    (the spec's values override them)."""
 
     @property
     def action_counts(self) -> tuple[int, ...]:
@@ -112,17 +123,6 @@ class ContinualEnv(gym.Wrapper):
 
     def __init__(self, env_config: Mapping[str, Any]) -> None:
         super().__init__(make_training_env(env_config))
-
-
-def register_envs() -> str:
-    """Register :func:`make_training_env` as :data:`ENV_NAME` with Tune; returns the name.
-
-    For users who prefer a name; ``build_ppo_config`` passes :class:`ContinualEnv` instead.
-    """
-    from ray.tune.registry import register_env
-
-    register_env(ENV_NAME, make_training_env)
-    return ENV_NAME
 
 
 ATARI6_GAMES = (

@@ -5,17 +5,20 @@ learning rate divided by ``lr_factor`` after ``lr_patience`` epochs without a lo
 stop when it falls under ``lr_min`` or after ``epochs``; restore the best-validation weights; the
 method's end-of-task step; then every task (seen and unseen) is evaluated with its own head.
 
-Randomness is re-seeded from ``(seed, t)`` at every task start, so a run restarted from the state
-after any finished task reproduces the uninterrupted run exactly (same seed, CPU).
+Randomness is re-seeded from ``(seed, t)`` at every task start (:data:`TASK_SEED_STRIDE`), so a run
+restarted from the state after any finished task reproduces the uninterrupted run exactly (same
+seed, CPU).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +27,13 @@ from torch.nn import functional as F
 
 from blip_ray import quant
 from blip_ray.data.base import Split, Task, TaskSequence
-from blip_ray.methods.base import ContinualMethod
+from blip_ray.methods.base import ContinualMethod, TaskSamples
 from blip_ray.models.base import MultiHeadNet
+from blip_ray.records import TaskRow
+
+#: Task ``t`` of seed ``s`` draws from ``s * TASK_SEED_STRIDE + t``: a prime above any task count,
+#: so no two (seed, task) pairs share a stream.
+TASK_SEED_STRIDE = 100_003
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -75,27 +83,25 @@ class LoopState:
     rows: list[list[float]]
     initial_row: list[float]
 
+    FILE = "loop_state.pt"
+
+    @classmethod
+    def load(cls, directory: Path) -> LoopState:
+        """The state :meth:`TaskRecord.save` wrote into ``directory``."""
+        return cls(**torch.load(Path(directory) / cls.FILE, weights_only=True))
+
 
 @dataclass
-class TaskRecord:
-    """What one finished task produced."""
+class TaskRecord(TaskRow):
+    """What one finished task produced: the reported row, training diagnostics and the state."""
 
-    task: int
-    name: str
-    row: list[float]
-    """Test accuracy on every task after training this one (unseen tasks included)."""
-    matrix: list[list[float]]
-    initial_row: list[float]
-    """Accuracy of the untrained network on every task (the forward-transfer baseline)."""
-    epochs: int
-    best_valid_loss: float
-    final_lr: float
-    train_s: float
-    end_task_s: float
-    eval_s: float
-    capacity: float | None
-    state_bytes: int
-    state: LoopState = field(repr=False)
+    best_valid_loss: float = math.nan
+    final_lr: float = math.nan
+    state: LoopState | None = field(default=None, repr=False)
+
+    def save(self, directory: Path) -> None:
+        """Checkpoint the loop state after this task into ``directory``."""
+        torch.save(dataclasses.asdict(self.state), Path(directory) / LoopState.FILE)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,7 +113,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 class TaskBatches:
-    """Minibatches of a split, transformed and moved to the device (the methods' BatchFactory)."""
+    """Minibatches of a task's split, transformed and moved to the device."""
 
     def __init__(self, task: Task, device: torch.device, generator: torch.Generator) -> None:
         self.task, self.device, self.generator = task, device, generator
@@ -125,6 +131,16 @@ class TaskBatches:
             idx = order[sl] if order is not None else sl
             x = self.task.inputs(split.x[idx]).to(self.device, non_blocking=True)
             yield x, split.y[idx].to(self.device, non_blocking=True)
+
+    def samples(self, task_id: int) -> TaskSamples:
+        """The task's training split as the methods' end-of-task steps read it."""
+
+        def batches(
+            batch_size: int, *, shuffle: bool = False, limit: int | None = None
+        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            return self(self.task.train, batch_size, shuffle=shuffle, limit=limit)
+
+        return TaskSamples(task_id, batches, lambda model, inputs: model(inputs, task_id))
 
 
 def run_sequence(
@@ -153,16 +169,18 @@ def run_sequence(
         initial_row = evaluate_all(
             model, sequence, device=device, batch_size=settings.eval_batch_size
         )
+    names = [task.name for task in sequence.tasks]
     for task_id in range(first, len(sequence)):
         task = sequence.tasks[task_id]
-        torch.manual_seed(seed * 100_003 + task_id)
-        batches = TaskBatches(task, device, torch.Generator().manual_seed(seed * 100_003 + task_id))
+        task_seed = seed * TASK_SEED_STRIDE + task_id
+        torch.manual_seed(task_seed)
+        batches = TaskBatches(task, device, torch.Generator().manual_seed(task_seed))
         model.on_task_start(task_id)
-        method.before_task(model, task_id, task)
+        method.before_task(model, task_id)
         t0 = time.perf_counter()
         stats = train_task(model, method, task_id, batches, settings=settings)
         t1 = time.perf_counter()
-        method.after_task(model, task_id, task, batches=batches)
+        method.after_task(model, task_id, samples=batches.samples(task_id))
         t2 = time.perf_counter()
         row = evaluate_all(model, sequence, device=device, batch_size=settings.eval_batch_size)
         rows.append(row)
@@ -170,7 +188,10 @@ def run_sequence(
         blip_layers = quant.blip_layers(model)
         yield TaskRecord(
             task=task_id,
-            name=task.name,
+            task_name=task.name,
+            num_tasks=len(sequence),
+            task_names=names,
+            metric="accuracy",
             row=row,
             matrix=[list(r) for r in rows],
             initial_row=initial_row,
@@ -180,6 +201,7 @@ def run_sequence(
             train_s=t1 - t0,
             end_task_s=t2 - t1,
             eval_s=t3 - t2,
+            task_wall_s=t3 - t0,
             capacity=quant.capacity(model).total if blip_layers else None,
             state_bytes=method.state_bytes(model),
             state=LoopState(
