@@ -143,7 +143,7 @@ CASES = {
     "zero epochs": Case("train.epochs: must be > 0", spec=GOOD + "train: {epochs: 0}\n"),
     "negative lr": Case("train.lr: must be > 0", spec=GOOD + "train: {lr: -1}\n"),
     "negative lr in a grid": Case(
-        "train.lr.grid[1]: must be > 0", spec=GOOD + "train: {lr: {grid: [0.1, -1]}}\n"
+        "train.lr: must be > 0, got -1.0", spec=GOOD + "train: {lr: {grid: [0.1, -1]}}\n"
     ),
     "negative batch": Case(
         "train.batch_size: must be > 0", spec=GOOD + "train: {batch_size: -8}\n"

@@ -45,7 +45,7 @@ def test_specs_resolve_tasks_and_rl_settings_when_read():
 
 
 def test_the_trials_get_the_rl_settings_the_spec_resolved():
-    from blip_ray.experiments.launch import param_space, rl_env_runners
+    from blip_ray.experiments.launch import param_space
 
     spec = parse_spec(
         {
@@ -57,7 +57,7 @@ def test_the_trials_get_the_rl_settings_the_spec_resolved():
             "rl": {"ppo": {"lr": 0.001}},
         }
     )
-    assert spec.rl.num_env_runners == rl_env_runners(spec) == 4  # 8 envs over 4 of 5 CPUs
+    assert spec.rl.num_env_runners == 4  # 8 envs over 4 of 5 CPUs
     run = param_space(spec)["run"]
     assert RlSettings.from_dict(run["rl"]) == spec.rl and run["rl"]["ppo"]["lr"] == 0.001
     assert run["tasks"] == 3

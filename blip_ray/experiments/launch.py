@@ -232,15 +232,10 @@ def trial_trainable(spec: ExperimentSpec) -> Any:
             supervised_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
         )
 
-    runners = rl_env_runners(spec)
+    runners = spec.rl.num_env_runners
     trial = {"CPU": max(spec.resources.cpu - runners, 1.0), "GPU": spec.resources.gpu}
     bundles = [trial] + [{"CPU": 1.0}] * runners
     return tune.with_resources(rl_trainable, tune.PlacementGroupFactory(bundles))
-
-
-def rl_env_runners(spec: ExperimentSpec) -> int:
-    """Remote env runners of each RL trial (the spec's, else sized from the trial's CPUs)."""
-    return spec.rl.num_env_runners if spec.rl is not None else 0
 
 
 def _check_data(spec: ExperimentSpec) -> None:

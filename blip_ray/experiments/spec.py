@@ -29,8 +29,6 @@ from blip_ray.supervised import TrainSettings
 
 #: Keys of the supervised track only: an RL sequence brings its own trunk, PPO and env budget.
 SUPERVISED_KEYS = ("network", "width", "fc_width", "train", "data_dir", "download", "device")
-TRAIN_POSITIVE = ("lr", "batch_size", "epochs", "lr_factor", "eval_batch_size")
-TRAIN_NON_NEGATIVE = ("lr_patience", "lr_min", "momentum", "clipgrad")
 #: Longest spec name: the experiment directory is ``<name>-YYYYmmdd-HHMMSS`` (plus ``-N`` when
 #: two runs start within a second) and file systems cap a file name at 255 bytes.
 MAX_NAME_LENGTH = 200
@@ -108,7 +106,7 @@ class ExperimentSpec:
     def smoke(self) -> ExperimentSpec:
         """The same experiment shrunk to seconds: one seed, two tasks, one epoch, tiny Fisher."""
         methods = {
-            name: {**hp, "fisher_batches": 2} if name == "blip" else dict(hp)
+            name: {**hp, **METHODS[name].config_class.smoke_values}
             for name, hp in self.methods.items()
         }
         return dataclasses.replace(
@@ -229,16 +227,19 @@ def _methods(raw: Any, benchmark: str) -> dict[str, dict[str, Any]]:
         hints = typing.get_type_hints(config_class)
         checks.unknown(hp, {f.name for f in dataclasses.fields(config_class)}, where)
         out[method] = {k: checks.searchable(v, hints[k], f"{where}.{k}") for k, v in hp.items()}
-        # The config's own checks on every combination of searched values (both ends of a
-        # range), over the sequence's defaults: each config a trial could build.
-        values = {**defaults.get(method, {}), **out[method]}
-        choices = [v.values if isinstance(v, SearchLeaf) else (v,) for v in values.values()]
-        for combination in itertools.product(*choices):
-            try:
-                config_class(**dict(zip(values, combination, strict=True)))
-            except ValueError as err:
-                raise SpecError(f"{where}.{err}") from None
+        _each_setting(config_class, {**defaults.get(method, {}), **out[method]}, where)
     return out
+
+
+def _each_setting(config_class: type, values: dict[str, Any], where: str) -> None:
+    """The config's own checks on every combination of searched values (both ends of a range):
+    each config a trial could build. Its one-line ValueError names the field."""
+    choices = [v.values if isinstance(v, SearchLeaf) else (v,) for v in values.values()]
+    for combination in itertools.product(*choices):
+        try:
+            config_class(**dict(zip(values, combination, strict=True)))
+        except ValueError as err:
+            raise SpecError(f"{where}.{err}") from None
 
 
 def _supervised(raw: dict[str, Any], benchmark: str) -> dict[str, Any]:
@@ -288,22 +289,13 @@ def _train(raw: Any, device: Any) -> tuple[TrainSettings, dict[str, SearchLeaf]]
         raise SpecError("train: expected a mapping of training settings")
     hints = typing.get_type_hints(TrainSettings)
     checks.unknown(raw, set(hints) - {"device"}, "train")
-    values, search = {}, {}
-    for key, value in raw.items():
-        parsed = checks.searchable(value, hints[key], f"train.{key}")
-        leaf = parsed if isinstance(parsed, SearchLeaf) else None
-        for i, v in enumerate(leaf.values if leaf else (parsed,)):
-            where = f"train.{key}.{leaf.kind}[{i}]" if leaf else f"train.{key}"
-            if key in TRAIN_POSITIVE and not v > 0:
-                raise SpecError(f"{where}: must be > 0, got {v}")
-            if key in TRAIN_NON_NEGATIVE and v < 0:
-                raise SpecError(f"{where}: must be >= 0, got {v}")
-        if leaf:
-            search[key] = leaf
-        values[key] = leaf.values[0] if leaf else parsed
     device = checks.string(device, "device")
     if device not in ("cpu", "cuda", "auto"):
         raise SpecError(f"device: expected cpu, cuda or auto, got {device!r}")
+    parsed = {key: checks.searchable(v, hints[key], f"train.{key}") for key, v in raw.items()}
+    _each_setting(TrainSettings, parsed, "train")
+    search = {k: v for k, v in parsed.items() if isinstance(v, SearchLeaf)}
+    values = {k: v.values[0] if k in search else v for k, v in parsed.items()}
     return TrainSettings(**values, device=device), search
 
 

@@ -35,6 +35,9 @@ class MethodConfig:
     names the field, so a spec is refused before any trial starts.
     """
 
+    #: Values that shrink the method's own work for ``blip-ray run --smoke`` (seconds, not hours).
+    smoke_values: ClassVar[dict[str, Any]] = {}
+
 
 def require(config: MethodConfig, field: str, ok: bool, rule: str) -> None:
     """Raise ``ValueError("<field>: must be <rule>, got <value>")`` unless ``ok``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, ClassVar
 
 from blip_ray import quant
 from blip_ray.methods.base import (
@@ -38,6 +39,8 @@ class BlipConfig(MethodConfig):
     """Minibatches of training samples for the end-of-task Fisher (80 x 100 in the paper)."""
     fisher_batch_size: int = 100
     """Samples per Fisher minibatch; the Fisher's 1/N^2 scale depends on it (10 on miniImageNet)."""
+
+    smoke_values: ClassVar[dict[str, Any]] = {"fisher_batches": 2}
 
     def __post_init__(self) -> None:
         require(self, "f_prior", math.isfinite(self.f_prior) and self.f_prior > 0, "> 0")

@@ -22,6 +22,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import tree
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
@@ -277,6 +278,4 @@ def _to_numpy(value: Any) -> Any:
 
 
 def _to_torch(value: Any, device: Any) -> Any:
-    import numpy as np
-
     return torch.as_tensor(value, device=device) if isinstance(value, np.ndarray) else value

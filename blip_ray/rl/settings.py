@@ -109,7 +109,7 @@ class RlSettings:
     """Cap on the steps of one evaluation episode (None: the game's own end)."""
     num_env_runners: int = 0
     """Remote env runners per trial (0: sample in the trial's own process)."""
-    reference_returns: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    reference_returns: dict[str, float] = dataclasses.field(default_factory=dict)
     """Raw return of a single-task reference run per task name (e.g. PPO trained on that game
     alone, same budget): 1 of the report's per-game normalization. Tasks without one use the best
     return observed in the experiment."""
@@ -172,9 +172,7 @@ class RlSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (Tune's param space, ``params.json``); :meth:`from_dict` reads them."""
-        data = dataclasses.asdict(self)
-        data["reference_returns"] = dict(self.reference_returns)
-        return data
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RlSettings:

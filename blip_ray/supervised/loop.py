@@ -68,9 +68,12 @@ class TrainSettings:
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "epochs", "lr_factor", "eval_batch_size"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"training setting {name} must be > 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("lr_patience", "lr_min", "momentum", "clipgrad"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+            raise ValueError(f"device: expected cpu, cuda or auto, got {self.device!r}")
 
 
 @dataclass
