@@ -27,12 +27,12 @@ Targets: clip_ratio <= 1.5, fisher_peak_mib <= 1024, fisher_speedup >= 30, fishe
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import time
 
 import torch
+from pairs import others_cpu_s
 from torch import nn
 from torch.nn import functional as F
 
@@ -87,15 +87,6 @@ def log_prob_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def others_cpu_s() -> float:
-    """CPU seconds used so far by all other processes (and the hypervisor), from /proc/stat."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait ...
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return busy - own.user - own.system
 
 
 def ours(model: nn.Module, batches: list[Batch]) -> tuple[float, list[torch.Tensor]]:

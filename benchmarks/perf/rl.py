@@ -1,15 +1,29 @@
-"""BLIP-PPO throughput against plain PPO on the paper's Atari network, measured alternately.
+"""BLIP-PPO throughput against plain PPO on the paper's Atari network, in interleaved pairs.
 
-Run: ``.venv/bin/python benchmarks/perf/rl.py`` (part of ``make bench``; a few minutes on 2 CPU
-cores). Prints ``key=value`` lines; ``rl_step_ratio`` = env steps per second of BLIP-PPO / plain
-PPO, target >= 0.95.
+What it measures (CPU, 2 Ray CPUs, sampling and learning in the driver process): env steps per
+second of PPO training iterations with BLIP's continual learner over the same with fine-tuning's.
+Both use the same RLlib PPO, the same continual learner and module (conv 32-64-128 + fc 1024,
+KungFuMaster's head, the first task of ``atari6``) and the same settings; "plain" is the
+fine-tuning method, whose trunk is plain ``nn.Conv2d``/``nn.Linear`` with no per-step work, while
+BLIP's trunk is quantized and clipped after every optimizer step. The batch is cut from the
+paper's 16 x 125 to 8 x 32 env steps (2 epochs, 4 minibatches) so that a CPU iteration takes about
+1.3 s; per optimizer step the work is the paper's.
 
-Both runs use the same RLlib PPO, the same continual learner and module (conv 32-64-128 + fc 1024,
-KungFuMaster's head) and the same config; "plain" is the fine-tuning method, whose trunk is plain
-``nn.Conv2d``/``nn.Linear`` with no per-step work, while BLIP's trunk is quantized and clipped after
-every optimizer step. The batch is cut from the paper's 16 x 125 to 8 x 32 env steps (2 epochs, 4
-minibatches) so that a CPU iteration takes seconds; per optimizer step the work is the paper's.
-Iterations alternate (BLIP, plain, BLIP, ...) after one warm-up each; the medians are compared.
+After two warm-up iterations each, the pairs run one after the other; a pair is 12 training
+iterations of each side (3072 env steps, ~15 s a side), alternating BLIP, plain, plain, BLIP, BLIP,
+plain, ... (odd pairs start with plain), so drift and short disturbances fall on both sides alike.
+Each pair gives one ratio of env steps per second, BLIP / plain; ``rl_step_ratio`` is the median
+over the pairs, with the pairs' min and max as its spread.
+
+Run: ``.venv/bin/python benchmarks/perf/rl.py [--pairs N]`` (part of ``make bench``; about 3 min
+on 2 CPU cores with the default 5 pairs). Prints ``key=value`` lines: ``pairs``,
+``blip_steps_per_s`` / ``plain_steps_per_s`` (medians over the pairs), ``rl_step_ratio`` with
+``_min`` / ``_max`` and every pair's ratio (``_by_pair``), target >= 0.95; ``others_cpu_s`` (CPU
+time other processes used while timing, Ray's own daemons included: about 7 s on a quiet
+machine, re-run if much more), ``wall_s`` and ``targets_met=yes|no`` (``unchecked`` with fewer
+than 5 pairs). On a quiet 2-core machine expect a ratio of about 0.96-0.99, repeating within about
++-0.02, with pair spreads of 0.02-0.07: BLIP adds the per-step clamp (about 2% of the learner
+update) and keeps the last batch's observations for the end-of-task Fisher.
 """
 
 from __future__ import annotations
@@ -21,35 +35,54 @@ import time
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
 
 import ray  # noqa: E402
+from pairs import Run, interleaved_pairs, others_cpu_s, parse_pairs, verdict  # noqa: E402
+from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
 
-from blip_ray.rl.config import PpoSettings, RlExperimentConfig, build_ppo_config  # noqa: E402
+from blip_ray.rl.config import build_ppo_config  # noqa: E402
+from blip_ray.rl.settings import ContinualSettings, PpoSettings, RlSettings  # noqa: E402
 
+SEQUENCE = "atari6"
 PPO_SETTINGS = PpoSettings(num_envs=8, rollout_length=32, num_epochs=2, num_minibatches=4)
-ITERATIONS = 12
+ITERATIONS_PER_PAIR = 12
+"""Training iterations per side and pair."""
+WARMUP_ITERATIONS = 2
+TARGET = 0.95
 
 
-def build(method: str):
-    cfg = RlExperimentConfig(
-        sequence="atari6",
-        method=method,
-        steps_per_task=10_000_000,
-        num_tasks=1,
-        eval_interval=0,
+def settings(method: str) -> ContinualSettings:
+    rl = RlSettings(
+        steps_per_task=10_000_000,  # the task never ends: no end-of-task Fisher while timing
         ppo=PPO_SETTINGS,
+        eval_episodes=1,
+        eval_interval=0,
+        eval_max_steps=100,
         num_env_runners=0,
-        seed=0,
     )
-    return build_ppo_config(cfg).build_algo()
+    return ContinualSettings(
+        sequence=SEQUENCE,
+        num_tasks=1,
+        method=method,
+        method_hp={},
+        seed=0,
+        rl=rl,
+        num_gpus_per_learner=0,
+    )
 
 
-def steps_per_second(algo) -> float:
-    start = time.perf_counter()
-    result = algo.train()
-    elapsed = time.perf_counter() - start
-    return result["env_runners"]["num_env_steps_sampled"] / elapsed
+def timed_iteration(algo: Algorithm) -> Run:
+    """A closure running one training iteration of ``algo``: its env steps and seconds."""
+
+    def run() -> tuple[int, float]:
+        start = time.perf_counter()
+        result = algo.train()
+        return int(result["env_runners"]["num_env_steps_sampled"]), time.perf_counter() - start
+
+    return run
 
 
 def main() -> None:
+    pairs = parse_pairs(__doc__.split("\n", 1)[0], "BLIP/plain")
+    start = time.perf_counter()
     ray.init(
         address="local",
         num_cpus=2,
@@ -57,23 +90,37 @@ def main() -> None:
         configure_logging=False,
         log_to_driver=False,
     )
-    algos = {"blip": build("blip"), "plain": build("finetune")}
-    for algo in algos.values():
-        algo.train()  # warm-up: env start, first compilation of kernels
-    rates: dict[str, list[float]] = {name: [] for name in algos}
-    for i in range(ITERATIONS):
-        order = ["blip", "plain"] if i % 2 == 0 else ["plain", "blip"]
-        for name in order:
-            rates[name].append(steps_per_second(algos[name]))
-    blip, plain = statistics.median(rates["blip"]), statistics.median(rates["plain"])
-    print(f"batch_env_steps={PPO_SETTINGS.train_batch_size}")
-    print(f"blip_steps_per_s={blip:.2f}")
-    print(f"plain_steps_per_s={plain:.2f}")
-    print(f"rl_step_ratio={blip / plain:.3f}")
-    print(f"targets_met={'yes' if blip / plain >= 0.95 else 'no'}")
+    algos = {
+        "blip": build_ppo_config(settings("blip")).build_algo(),
+        "plain": build_ppo_config(settings("finetune")).build_algo(),
+    }
+    for _ in range(WARMUP_ITERATIONS):  # env start, first allocations and kernel choices
+        for algo in algos.values():
+            algo.train()
+    others = others_cpu_s()
+    stats = interleaved_pairs(
+        timed_iteration(algos["blip"]),
+        timed_iteration(algos["plain"]),
+        pairs,
+        ITERATIONS_PER_PAIR,
+    )
+    others = others_cpu_s() - others
     for algo in algos.values():
         algo.stop()
     ray.shutdown()
+    low, high = stats.spread
+    print(f"pairs={pairs}")
+    print(f"batch_env_steps={PPO_SETTINGS.train_batch_size}")
+    print(f"iterations_per_pair={ITERATIONS_PER_PAIR}")
+    print(f"blip_steps_per_s={statistics.median(stats.a):.2f}")
+    print(f"plain_steps_per_s={statistics.median(stats.b):.2f}")
+    print(f"rl_step_ratio={stats.median:.3f}")
+    print(f"rl_step_ratio_min={low:.3f}")
+    print(f"rl_step_ratio_max={high:.3f}")
+    print(f"rl_step_ratio_by_pair={','.join(f'{r:.3f}' for r in stats.ratios)}")
+    print(f"others_cpu_s={others:.2f}")
+    print(f"wall_s={time.perf_counter() - start:.1f}")
+    print(verdict(pairs, stats.median >= TARGET))
 
 
 if __name__ == "__main__":

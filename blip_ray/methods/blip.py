@@ -72,9 +72,10 @@ class BlipMethod(ContinualMethod):
                     f"network built with max_bit={layer.max_bit}, config says {self.config.max_bit}"
                 )
         quant.set_f_prior(model, self.config.f_prior)
+        self.layers = layers
 
     def after_step(self, model: Model, task_id: int) -> None:
-        quant.clip_(model)
+        quant.clip_(self.layers)
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         batches = samples.batches(

@@ -25,11 +25,14 @@ def set_f_prior(model: nn.Module, f_prior: float) -> None:
         layer.set_f_prior(f_prior)
 
 
-def clip_(model: nn.Module) -> None:
-    """BLIP's clipping after an optimizer step: one clamp per quantized parameter tensor."""
-    for module in model.modules():
-        if isinstance(module, QuantMixin):
-            module.clip_()
+def clip_(model: nn.Module | Iterable[QuantMixin]) -> None:
+    """BLIP's clipping after an optimizer step: one clamp per quantized parameter tensor.
+
+    Takes the model or, on the hot path, its :func:`blip_layers` listed once: walking every module
+    of a small network at every step costs as much as its clamps.
+    """
+    for layer in blip_layers(model) if isinstance(model, nn.Module) else model:
+        layer.clip_()
 
 
 def estimate_fisher(model: nn.Module, batches: Iterable[Any], log_prob_fn: LogProbFn) -> int:
