@@ -137,13 +137,3 @@ class TaskRow:
             return None
         names = {f.name for f in dataclasses.fields(TaskRow)}
         return TaskRow(**{k: v for k, v in result.items() if k in names})
-
-
-def failure_result(*, num_tasks: int, task_names: list[str], tasks_done: int, error: str) -> dict:
-    """The last result of a trial that must not be retried (a diverged, deterministic run)."""
-    return {
-        "num_tasks": num_tasks,
-        "task_names": task_names,
-        "tasks_done": tasks_done,
-        "failed": error,
-    }

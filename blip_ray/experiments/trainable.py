@@ -22,7 +22,6 @@ from ray import tune
 from blip_ray.data import load_sequence
 from blip_ray.methods import make_method
 from blip_ray.models import ModelOptions, build_model
-from blip_ray.records import failure_result
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 
 FAILURE_MARKER = ".injected_failure"
@@ -55,13 +54,11 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     )
     try:
         _report(records, inject_failure_after=run.get("inject_failure_after_task"))
-    except NonFiniteLossError as err:
+    except NonFiniteLossError as err:  # the trial's last result: ends it, no retry
         names = [task.name for task in sequence.tasks]
         done = resume.next_task if resume is not None else 0
-        error = f"NonFiniteLossError: {err}"
-        tune.report(
-            failure_result(num_tasks=len(names), task_names=names, tasks_done=done, error=error)
-        )
+        failed = f"NonFiniteLossError: {err}"
+        tune.report(dict(num_tasks=len(names), task_names=names, tasks_done=done, failed=failed))
 
 
 def rl_trainable(config: dict[str, Any]) -> None:

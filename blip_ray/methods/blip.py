@@ -16,10 +16,7 @@ from blip_ray.methods.base import (
     require,
     tensor_bytes,
 )
-
-#: Most bits a parameter can freeze: the quantized layers' limit (``2^-bits`` stays far from
-#: float32's smallest step relative to the bound).
-MAX_BIT_LIMIT = 30
+from blip_ray.quant.layers import MAX_BIT_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)

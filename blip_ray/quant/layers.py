@@ -19,6 +19,8 @@ from blip_ray.quant.formulas import allocate_bits, clip_bounds, quantize, update
 Variant = Literal["classification", "rl"]
 VARIANTS: tuple[str, ...] = ("classification", "rl")
 DEFAULT_MAX_BIT = 20
+#: Most bits a parameter can freeze (``2^-bits`` steps stay far above float32's resolution).
+MAX_BIT_LIMIT = 30
 #: Bias range in both variants of the official code.
 BIAS_BOUND = 1.0
 PARAM_NAMES = ("weight", "bias")
@@ -40,8 +42,8 @@ class QuantMixin:
     def _init_blip(self, *, variant: str, f_prior: float, max_bit: int) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown BLIP variant {variant!r}; use one of {', '.join(VARIANTS)}")
-        if not 1 <= max_bit <= 30:
-            raise ValueError(f"max_bit must be in [1, 30], got {max_bit}")
+        if not 1 <= max_bit <= MAX_BIT_LIMIT:
+            raise ValueError(f"max_bit must be in [1, {MAX_BIT_LIMIT}], got {max_bit}")
         if f_prior < 0 or not math.isfinite(f_prior):
             raise ValueError(f"F_prior must be a finite number >= 0, got {f_prior}")
         fan_in, fan_out = _fans(self.weight)

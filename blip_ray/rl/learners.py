@@ -37,7 +37,7 @@ from blip_ray.methods import ContinualMethod, TaskSamples
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.module import ContinualPPOModule
 from blip_ray.rl.sequences import get_rl_sequence
-from blip_ray.rl.settings import ContinualSettings
+from blip_ray.rl.settings import EVAL_SEED_OFFSET, ContinualSettings
 
 #: Key of the method's own state in the learner's ``get_state`` (and checkpoints).
 METHOD_STATE = "continual_method"
@@ -232,7 +232,7 @@ class ContinualPPOLearner(PPOTorchLearner):
             num_tasks=settings.num_tasks if tasks is None else tasks,
             episodes=settings.rl.eval_episodes,
             max_steps=settings.rl.eval_max_steps,
-            seed=settings.eval_seed,
+            seed=settings.seed + EVAL_SEED_OFFSET,
         )
 
     def status(self) -> dict[str, Any]:

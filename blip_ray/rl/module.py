@@ -41,7 +41,7 @@ VALUE_HEAD_GAIN = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class ModuleSettings:
-    """``model_config`` of :class:`ContinualPPOModule` (stored in the spec as a plain dict)."""
+    """``model_config`` of :class:`ContinualPPOModule` (a plain dict in the module spec)."""
 
     trunk: str
     """``atari_cnn`` for ``(H, W, C)`` images, ``mlp`` for vectors."""

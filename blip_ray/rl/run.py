@@ -1,14 +1,10 @@
 """A continual PPO run over a task sequence, one record per finished task.
 
 The RL counterpart of ``blip_ray.supervised.run_sequence``: both yield a
-:class:`~blip_ray.records.TaskRow` per finished task that can :meth:`save` the state to continue
-from, so the Tune trainables of the two tracks read the same way. Here the state is the whole RLlib
-algorithm (learner with its module and method state, env-runner metrics), and the task switches
-themselves happen inside the algorithm (``blip_ray.rl.callbacks``).
-
-Before training, every task is scored twice (kept in module buffers, so checkpoints carry them):
-by the untrained policy (the forward-transfer baseline) and by a uniformly random policy (the 0 of
-the per-game normalization).
+:class:`~blip_ray.records.TaskRow` per finished task that can ``save`` the state to continue from
+(here the whole RLlib algorithm; the task switches happen inside it, ``blip_ray.rl.callbacks``).
+Before training, the untrained policy (forward-transfer baseline) and a uniformly random policy
+(0 of the per-game normalization) score every task, kept in module buffers for checkpoints.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from blip_ray.rl.callbacks import apply_current_task, learner_call
 from blip_ray.rl.config import build_ppo_config
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.sequences import get_rl_sequence
-from blip_ray.rl.settings import ContinualSettings
+from blip_ray.rl.settings import RANDOM_POLICY_SEED_OFFSET, ContinualSettings
 
 #: Module buffers with per-task baseline returns, measured before training.
 BASELINES = ("untrained_returns", "random_returns")
@@ -74,7 +70,7 @@ def _measure_baselines(algo: Any, settings: ContinualSettings) -> dict[str, list
             num_tasks=settings.num_tasks,
             episodes=settings.rl.eval_episodes,
             max_steps=settings.rl.eval_max_steps,
-            seed=settings.random_policy_seed,
+            seed=settings.seed + RANDOM_POLICY_SEED_OFFSET,
         ),
     }
     values = {name: torch.tensor(row, dtype=torch.float32) for name, row in baselines.items()}

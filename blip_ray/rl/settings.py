@@ -1,12 +1,8 @@
 """Typed settings of a continual PPO run, resolved once when the spec is read (no Ray imports).
 
-- :class:`PpoSettings`: PPO's hyperparameters (defaults: the paper's Atari settings);
-- :class:`RlSettings`: the spec's ``rl:`` section with every default filled from the sequence and
-  every rule a trial could fail on checked (``blip_ray.experiments.spec`` builds it);
-- :class:`ContinualSettings`: one trial: the sequence, the method and its seed, plus ``RlSettings``.
-  ``blip_ray.rl.config.ContinualPPOConfig`` carries it typed to the learner and the callback.
-
-No setting is renamed on the way: a key of the spec's ``rl:`` section is a field here.
+:class:`RlSettings` is the spec's ``rl:`` section (its keys are its fields, :class:`PpoSettings`
+under ``ppo``) with the sequence's defaults filled in and every rule a trial could fail on checked;
+:class:`ContinualSettings` is one trial, which ``ContinualPPOConfig`` carries to the learner.
 """
 
 from __future__ import annotations
@@ -201,14 +197,6 @@ class ContinualSettings:
         tasks = len(get_rl_sequence(self.sequence).tasks)
         if not 1 <= self.num_tasks <= tasks:
             raise ValueError(f"tasks: {self.sequence} has {tasks} tasks, got {self.num_tasks}")
-
-    @property
-    def eval_seed(self) -> int:
-        return self.seed + EVAL_SEED_OFFSET
-
-    @property
-    def random_policy_seed(self) -> int:
-        return self.seed + RANDOM_POLICY_SEED_OFFSET
 
     def make_method(self) -> ContinualMethod:
         """The method with the sequence's defaults for it under ``method_hp``."""
