@@ -147,7 +147,8 @@ def test_registry_rejects_unknown_names_and_hyperparameters():
         make_method("hat")
     with pytest.raises(ValueError, match="no hyperparameter 'lambda'"):
         make_method("ewc", **{"lambda": 1.0})
-    assert set(METHODS) == {"blip", "finetune", "frozen", "ewc", "online_ewc", "lwf", "imm_mode"}
+    paper = {"blip", "finetune", "frozen", "ewc", "online_ewc", "lwf", "imm_mode"}
+    assert paper <= set(METHODS)  # a new method is a new file, not an edit here
 
 
 def test_nan_loss_stops_the_run_with_a_clear_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 import blip_ray.quant
 from blip_ray import quant
+from blip_ray.methods import METHODS, ContinualMethod, MethodConfig, TaskSamples, register_method
 from blip_ray.rl.config import build_ppo_config
 from blip_ray.rl.learners import ContinualPPOLearner, rollout_samples, task_learning_rate
 from blip_ray.rl.sequences import get_rl_sequence
@@ -201,3 +203,43 @@ def test_rollout_samples_are_shuffled_minibatches_scored_by_the_task_head() -> N
     assert [b.shape[0] for b, _ in rollout_samples(states[:10], 0).batches(62)] == [10]
     with pytest.raises(RuntimeError, match="no training batch recorded"):
         next(rollout_samples(None, 0).batches(62))
+
+
+def test_a_method_registered_once_runs_in_the_ppo_learner(runner: SingleAgentEnvRunner) -> None:
+    """One class behind the one registry serves the RL track with no RL-specific code: its
+    end-of-task step reads the last batch through TaskSamples, its penalty enters PPO's loss."""
+
+    @dataclasses.dataclass(frozen=True)
+    class AnchorConfig(MethodConfig):
+        strength: float = 1.0
+
+    class Anchor(ContinualMethod):
+        config_class = AnchorConfig
+
+        def setup(self, model: Any) -> None:
+            self.anchor: dict[str, torch.Tensor] | None = None
+            self.seen: list[tuple[int, int]] = []
+
+        def penalty(self, model: Any, task_id: int, inputs: Any) -> torch.Tensor | None:
+            if self.anchor is None:
+                return None
+            params = dict(model.trunk.named_parameters())
+            return sum((params[n] - a).square().sum() for n, a in self.anchor.items())
+
+        def after_task(self, model: Any, task_id: int, *, samples: TaskSamples) -> None:
+            batches = list(samples.batches(16, limit=3))
+            self.seen.append((len(batches), int(samples.logits(model, batches[0][0]).shape[-1])))
+            self.anchor = {n: p.detach().clone() for n, p in model.trunk.named_parameters()}
+
+    register_method("anchor_for_test")(Anchor)
+    try:
+        learner = make_learner(make_config("anchor_for_test", strength=2.0))
+        assert learner.method.config.strength == 2.0
+        train(learner, runner)
+        learner.finish_task(0)
+        assert learner.method.seen == [(3, 2)]  # 3 minibatches of states, CartPole's 2 actions
+        learner.start_task(1)
+        results = train(learner, runner, lifetime=5 * STEPS)
+        assert float(results[DEFAULT_MODULE_ID]["method_penalty"].peek()) > 0
+    finally:
+        METHODS.pop("anchor_for_test")
