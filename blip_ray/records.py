@@ -70,6 +70,7 @@ class TaskRow:
     """Index of the task just finished (trained, ended by its method, every task evaluated)."""
     task_name: str
     num_tasks: int
+    """Tasks of the run; ``task_names`` names them in the order this trial trains them."""
     task_names: list[str]
     metric: str
     """What ``row`` holds: ``accuracy`` (supervised) or ``return`` (RL raw game score)."""

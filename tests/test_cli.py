@@ -95,6 +95,10 @@ CASES = {
     "unknown resources key": Case(
         "resources: unknown key 'tpu'", spec=GOOD + "resources: {tpu: 1}\n"
     ),
+    "inject_failure beyond the tasks": Case(
+        "inject_failure.after_task: the run has tasks 0 to 4, got 5",
+        spec=GOOD + "tasks: 5\ninject_failure: {after_task: 5}\n",
+    ),
     "unknown inject_failure key": Case(
         "inject_failure: unknown key 'after'", spec=GOOD + "inject_failure: {after: 1}\n"
     ),
@@ -188,21 +192,23 @@ CASES = {
     ),
     # hyperparameter values, checked by the method's own config (every searched value)
     "negative F_prior": Case(
-        "methods.blip.f_prior: must be > 0, got -1e-15", spec=GOOD.replace("1e-15", "-1e-15")
+        "methods.blip.f_prior: must be a finite number > 0, got -1e-15",
+        spec=GOOD.replace("1e-15", "-1e-15"),
     ),
     "zero F_prior": Case(
-        "methods.blip.f_prior: must be > 0, got 0.0", spec=GOOD.replace("1e-15", "0")
+        "methods.blip.f_prior: must be a finite number > 0, got 0.0",
+        spec=GOOD.replace("1e-15", "0"),
     ),
     "too many bits": Case(
         "methods.blip.max_bit: must be in 1..30, got 40",
         spec=GOOD.replace("f_prior: 1e-15", "max_bit: 40"),
     ),
     "a bad value in a grid": Case(
-        "methods.blip.f_prior: must be > 0, got -1e-15",
+        "methods.blip.f_prior: must be a finite number > 0, got -1e-15",
         spec=GOOD.replace("1e-15", "{grid: [1e-15, -1e-15]}"),
     ),
     "a bad end of a range": Case(
-        "methods.blip.f_prior: must be > 0, got -1e-15",
+        "methods.blip.f_prior: must be a finite number > 0, got -1e-15",
         spec=GOOD.replace("1e-15", "{uniform: [-1e-15, 1e-15]}"),
     ),
     "a range over an integer": Case(
@@ -210,7 +216,7 @@ CASES = {
         spec=GOOD.replace("f_prior: 1e-15", "max_bit: {uniform: [1, 20]}"),
     ),
     "zero F_prior on RL": Case(
-        "methods.blip.f_prior: must be > 0, got 0.0",
+        "methods.blip.f_prior: must be a finite number > 0, got 0.0",
         spec=RL_GOOD.replace("blip: {}", "blip: {f_prior: 0}"),
     ),
     # methods and keys of the other track

@@ -159,8 +159,8 @@ def test_nan_loss_stops_the_run_with_a_clear_error():
 @pytest.mark.parametrize(
     ("name", "hp", "message"),
     [
-        ("blip", {"f_prior": 0.0}, "f_prior: must be > 0"),
-        ("blip", {"f_prior": math.nan}, "f_prior: must be > 0"),
+        ("blip", {"f_prior": 0.0}, "f_prior: must be a finite number > 0"),
+        ("blip", {"f_prior": math.nan}, "f_prior: must be a finite number > 0"),
         ("blip", {"max_bit": 31}, "max_bit: must be in 1..30"),
         ("ewc", {"lamb": -1.0}, "lamb: must be >= 0"),
         ("online_ewc", {"gamma": 0.0}, r"gamma: must be in \(0, 1\]"),

@@ -75,7 +75,7 @@ def test_invalid_settings_are_rejected() -> None:
         continual_settings("blip", num_tasks=4)
     with pytest.raises(ValueError, match="do not divide"):
         PpoSettings(num_envs=3, rollout_length=5, num_minibatches=4)
-    with pytest.raises(ValueError, match="ppo.gamma: must be <= 1"):
+    with pytest.raises(ValueError, match=r"ppo.gamma: must be in \[0, 1\]"):
         PpoSettings(gamma=1.5)
     with pytest.raises(ValueError, match="num_env_runners: 16 envs"):
         RlSettings.for_sequence("atari6", num_env_runners=3)

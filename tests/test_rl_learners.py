@@ -215,6 +215,7 @@ def test_a_method_registered_once_runs_in_the_ppo_learner(runner: SingleAgentEnv
 
     class Anchor(ContinualMethod):
         config_class = AnchorConfig
+        tracks = ("supervised", "rl")
 
         def setup(self, model: Any) -> None:
             self.anchor: dict[str, torch.Tensor] | None = None

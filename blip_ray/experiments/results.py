@@ -36,7 +36,7 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     rows = [row for row in map(TaskRow.from_result, results) if row is not None]
     by_task = {row.task: row for row in rows}
     done = [by_task[t] for t in sorted(by_task)]
-    latest = done[-1] if done else TaskRow(0, "", 0, [], "accuracy", [], [], None, None, 0)
+    latest = done[-1] if done else None  # None: no task finished (getattr's defaults below)
     error = last.get("failed") or _error_line(trial_dir / "error.txt")
     if is_finished(last) and "failed" not in last:
         status, error = "ok", None
@@ -52,16 +52,16 @@ def _load_trial(trial_dir: Path) -> TrialResult:
         status=status,
         error=error,
         task_names=list(last.get("task_names", [])),
-        matrix=[list(map(float, row)) for row in latest.matrix],
-        initial_row=latest.initial_row,
+        matrix=[list(map(float, row)) for row in getattr(latest, "matrix", [])],
+        initial_row=getattr(latest, "initial_row", None),
         capacity=[row.capacity for row in done],
         state_bytes=[int(row.state_bytes) for row in done],
-        metric=latest.metric,
+        metric=getattr(latest, "metric", "accuracy"),
         wall_s=float(sum(row.task_wall_s for row in done)),
         curve=[point for row in done for point in row.curve],
-        random_row=latest.random_row,
+        random_row=getattr(latest, "random_row", None),
         reference=dict(((config.get("run") or {}).get("rl") or {}).get("reference_returns") or {}),
-        budget=latest.budget,
+        budget=getattr(latest, "budget", None),
     )
 
 

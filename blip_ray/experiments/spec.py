@@ -179,13 +179,13 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         benchmark=benchmark,
         seeds=seeds,
         methods=_methods(raw["methods"], benchmark),
-        tasks=_tasks(raw.get("tasks"), benchmark),
+        tasks=(tasks := _tasks(raw.get("tasks"), benchmark)),
         samples=checks.integer(raw.get("samples", 1), "samples", minimum=1),
         resources=resources,
         storage=checks.string(raw.get("storage", "runs"), "storage"),
         max_failures=checks.integer(raw.get("max_failures", 2), "max_failures", minimum=0),
         max_concurrent=checks.optional(checks.integer, raw, "max_concurrent", minimum=1),
-        inject_failure=_injection(raw.get("inject_failure")),
+        inject_failure=_injection(raw.get("inject_failure"), tasks),
         description=str(raw.get("description", "")),
         **track,
     )
@@ -363,11 +363,15 @@ def _resources(raw: Any) -> Resources:
     return Resources(cpu=cpu, gpu=gpu)
 
 
-def _injection(raw: Any) -> FailureInjection | None:
+def _injection(raw: Any, tasks: int) -> FailureInjection | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
         raise SpecError("inject_failure: expected a mapping like {after_task: 0}")
     checks.unknown(raw, {"after_task"}, "inject_failure")
     after = checks.integer(raw.get("after_task", 0), "inject_failure.after_task", minimum=0)
+    if after >= tasks:
+        raise SpecError(
+            f"inject_failure.after_task: the run has tasks 0 to {tasks - 1}, got {after}"
+        )
     return FailureInjection(after)

@@ -9,6 +9,7 @@ would diverge again at the same step.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from ray import tune
 from blip_ray.data import load_sequence
 from blip_ray.methods import make_method
 from blip_ray.models import ModelOptions, build_model
+from blip_ray.quant import DEFAULT_MAX_BIT
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 
 FAILURE_MARKER = ".injected_failure"
@@ -45,20 +47,20 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             quantized=method.quantized_trunk,
             width=run["width"],
             fc_width=run["fc_width"],
-            max_bit=getattr(method.config, "max_bit", 20),
+            max_bit=getattr(method.config, "max_bit", DEFAULT_MAX_BIT),
         ),
     )
     resume = _loop_state()
     records = run_sequence(
         sequence, model, method, settings=TrainSettings(**run["train"]), seed=seed, resume=resume
     )
+    done = [resume.next_task if resume is not None else 0]
     try:
-        _report(records, inject_failure_after=run.get("inject_failure_after_task"))
+        _report(records, run, done=done)
     except NonFiniteLossError as err:  # the trial's last result: ends it, no retry
         names = [task.name for task in sequence.tasks]
-        done = resume.next_task if resume is not None else 0
         failed = f"NonFiniteLossError: {err}"
-        tune.report(dict(num_tasks=len(names), task_names=names, tasks_done=done, failed=failed))
+        tune.report(dict(num_tasks=len(names), task_names=names, tasks_done=done[0], failed=failed))
 
 
 def rl_trainable(config: dict[str, Any]) -> None:
@@ -76,20 +78,25 @@ def rl_trainable(config: dict[str, Any]) -> None:
         seed=int(method["seed"]),
         rl=RlSettings.from_dict(run["rl"]),
     )
-    checkpoint = tune.get_checkpoint()  # a copy that outlives this call: the run restores lazily
-    resume = Path(checkpoint.to_directory()) if checkpoint is not None else None
-    _report(run_rl_sequence(settings, resume=resume))
+    checkpoint = tune.get_checkpoint()
+    with contextlib.ExitStack() as stack:  # the run restores lazily, on its first record
+        resume = stack.enter_context(checkpoint.as_directory()) if checkpoint else None
+        records = run_rl_sequence(settings, resume=Path(resume) if resume else None)
+        # closing: a stopped trial (tune.report raising) stops the algorithm and its actors now
+        _report(stack.enter_context(contextlib.closing(records)), run, done=[0])
 
 
-def _report(records: Iterable[Any], *, inject_failure_after: int | None = None) -> None:
-    """One ``tune.report`` per finished task, with a checkpoint of the state after it."""
+def _report(records: Iterable[Any], run: dict[str, Any], *, done: list[int]) -> None:
+    """One ``tune.report`` per finished task, with a checkpoint of the state after it; ``done[0]``
+    counts the finished tasks."""
     node_id = ray.get_runtime_context().get_node_id()  # trials move when a node fails
     for record in records:
         record.node_id = node_id
         with tempfile.TemporaryDirectory() as tmp:
             record.save(Path(tmp))
             tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(tmp))
-        _maybe_inject_failure(inject_failure_after, record.task)
+        done[0] = record.tasks_done
+        _maybe_inject_failure(run.get("inject_failure_after_task"), record.task)
 
 
 def _loop_state() -> LoopState | None:

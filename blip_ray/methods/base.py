@@ -20,8 +20,8 @@ from torch.nn import functional as F
 
 from blip_ray import quant
 
-#: A model of either track: a ``MultiHeadNet`` or the RL track's PPO module. Methods use only
-#: ``trunk``, ``features(x)``, ``heads`` and what :class:`TaskSamples` gives them.
+#: A model of either track: a ``MultiHeadNet`` or the RL track's PPO module. Both have ``trunk``
+#: and ``features(x)``; ``heads`` is the classifier's only; the rest comes from TaskSamples.
 Model = nn.Module
 #: ``(inputs, targets)``; ``targets`` is None where a task has no labels (RL states).
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -54,10 +54,9 @@ class TaskSamples:
     action sampled from the task's policy head).
     """
 
-    task_id: int
     batches: Callable[..., Iterator[Batch]]
     """``batches(batch_size, *, shuffle=False, limit=None)`` yields minibatches on the model's
-    device, at most ``limit`` of them."""
+    device, at most ``limit`` of them (RL always shuffles, as the official rollout generator)."""
     logits: Callable[[Model, torch.Tensor], torch.Tensor]
     """``logits(model, inputs)``: the task's own head (class scores, or the policy's logits)."""
 
@@ -85,7 +84,7 @@ class ContinualMethod:
     #: Whether the network's trunk must be built from BLIP's quantized layers.
     quantized_trunk: ClassVar[bool] = False
     #: The tracks the method runs on: ``supervised`` (classifiers) and/or ``rl`` (the PPO module).
-    tracks: ClassVar[tuple[str, ...]] = ("supervised", "rl")
+    tracks: ClassVar[tuple[str, ...]] = ("supervised",)
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

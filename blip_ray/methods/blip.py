@@ -40,7 +40,8 @@ class BlipConfig(MethodConfig):
     smoke_values: ClassVar[dict[str, Any]] = {"fisher_batches": 2}
 
     def __post_init__(self) -> None:
-        require(self, "f_prior", math.isfinite(self.f_prior) and self.f_prior > 0, "> 0")
+        ok = math.isfinite(self.f_prior) and self.f_prior > 0
+        require(self, "f_prior", ok, "a finite number > 0")
         require(self, "max_bit", 1 <= self.max_bit <= MAX_BIT_LIMIT, f"in 1..{MAX_BIT_LIMIT}")
         require(self, "fisher_batches", self.fisher_batches >= 1, ">= 1")
         require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
@@ -52,11 +53,11 @@ class BlipMethod(ContinualMethod):
 
     The Fisher uses ``fisher_batches`` shuffled minibatches of the task's training samples, with
     targets sampled from the model's own head for that task (the official estimator: labels in
-    classification, actions in RL); fewer samples than ``fisher_batches * fisher_batch_size`` are
-    all used once.
+    classification, actions in RL); with fewer samples, all are used once (RL: whole minibatches).
     """
 
     config_class = BlipConfig
+    tracks = ("supervised", "rl")
     quantized_trunk = True
 
     def setup(self, model: Model) -> None:

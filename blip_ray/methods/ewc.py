@@ -89,7 +89,6 @@ class EwcMethod(ContinualMethod):
     """``loss + lamb * sum_k sum F_k (theta - theta_k)^2 / 2`` over past tasks k; state grows."""
 
     config_class = EwcConfig
-    tracks = ("supervised",)
 
     def setup(self, model: Model) -> None:
         self.fishers: list[dict[str, torch.Tensor]] = []
@@ -137,6 +136,7 @@ class OnlineEwcMethod(ContinualMethod):
     """``F <- gamma F + F_t``, anchor at the latest task's weights; constant state."""
 
     config_class = OnlineEwcConfig
+    tracks = ("supervised", "rl")
 
     def setup(self, model: Model) -> None:
         self.fisher: dict[str, torch.Tensor] | None = None

@@ -17,6 +17,7 @@ class FinetuneMethod(ContinualMethod):
     """The lower bound every method is compared with: the trunk drifts freely between tasks."""
 
     config_class = FinetuneConfig
+    tracks = ("supervised", "rl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FrozenMethod(ContinualMethod):
     """
 
     config_class = FrozenConfig
+    tracks = ("supervised", "rl")
 
     def before_task(self, model: Model, task_id: int) -> None:
         frozen = task_id >= self.config.freeze_after

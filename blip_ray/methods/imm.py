@@ -47,7 +47,6 @@ class ImmModeMethod(ContinualMethod):
     """Train task t from the merged solution of tasks < t, then merge the new solution into it."""
 
     config_class = ImmConfig
-    tracks = ("supervised",)
 
     def setup(self, model: Model) -> None:
         self.merged: dict[str, torch.Tensor] | None = None

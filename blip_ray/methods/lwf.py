@@ -42,7 +42,6 @@ class LwfMethod(ContinualMethod):
     """
 
     config_class = LwfConfig
-    tracks = ("supervised",)
 
     def setup(self, model: Model) -> None:
         self.old_model: Model | None = None

@@ -110,7 +110,7 @@ def rollout_samples(observations: torch.Tensor | None, task: int) -> TaskSamples
         for i in range(number):
             yield observations[order[i * size : (i + 1) * size]], None
 
-    return TaskSamples(task, batches, lambda module, obs: module.policy_logits(obs, task))
+    return TaskSamples(batches, lambda module, obs: module.policy_logits(obs, task))
 
 
 class ContinualPPOLearner(PPOTorchLearner):

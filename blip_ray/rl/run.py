@@ -89,9 +89,7 @@ def _train(
 ) -> Iterator[RlTaskRecord]:
     names = [task.name for task in get_rl_sequence(settings.sequence).tasks[: settings.num_tasks]]
     budget = {
-        "steps_per_task": settings.rl.steps_per_task,
-        "eval_episodes": settings.rl.eval_episodes,
-        "eval_max_steps": settings.rl.eval_max_steps,
+        k: getattr(settings.rl, k) for k in ("steps_per_task", "eval_episodes", "eval_max_steps")
     }
     curve: list[dict[str, Any]] = []
     started = time.perf_counter()

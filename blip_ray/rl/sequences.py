@@ -59,7 +59,7 @@ class RlSequence:
     ppo: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Default PPO settings (``blip_ray.rl.settings.PpoSettings`` fields) over the paper's."""
     method_defaults: Mapping[str, Mapping[str, Any]] = dataclasses.field(
-        default_factory=lambda: PAPER_RL_METHOD_DEFAULTS
+        default_factory=lambda: {k: dict(v) for k, v in PAPER_RL_METHOD_DEFAULTS.items()}
     )
     """Per method, hyperparameters that differ from the method's own defaults on this sequence
     (the spec's values override them)."""

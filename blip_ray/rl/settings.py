@@ -55,14 +55,14 @@ class PpoSettings:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "entropy_coeff":
+            if field.name in ("entropy_coeff", "gamma", "gae_lambda"):
                 if value < 0:
                     raise ValueError(f"ppo.entropy_coeff: must be >= 0, got {value}")
             elif not value > 0:
                 raise ValueError(f"ppo.{field.name}: must be > 0, got {value}")
-        for name in ("gamma", "gae_lambda"):
-            if getattr(self, name) > 1:
-                raise ValueError(f"ppo.{name}: must be <= 1, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):  # 0 is valid: no discounting beyond one step, TD(0)
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"ppo.{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.train_batch_size % self.num_minibatches:
             raise ValueError(
                 f"ppo.num_minibatches: {self.num_minibatches} minibatches do not divide the batch "
@@ -188,7 +188,9 @@ class ContinualSettings:
     method_hp: Mapping[str, Any]
     """Hyperparameters over the method's defaults and the sequence's ``method_defaults``."""
     seed: int
+    """Seeds PPO (RLlib's ``debugging(seed=)``) and, with offsets, the evaluation episodes."""
     rl: RlSettings
+    """What every trial of the experiment shares."""
     num_gpus_per_learner: float | None = None
     """GPUs of the (local) learner; None: 1 if the trial was given a GPU (outside a trial: if the
     cluster or machine has one)."""

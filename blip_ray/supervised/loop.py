@@ -143,7 +143,7 @@ class TaskBatches:
         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             return self(self.task.train, batch_size, shuffle=shuffle, limit=limit)
 
-        return TaskSamples(task_id, batches, lambda model, inputs: model(inputs, task_id))
+        return TaskSamples(batches, lambda model, inputs: model(inputs, task_id))
 
 
 def run_sequence(
