@@ -221,8 +221,7 @@ CASES = {
     ),
     # methods and keys of the other track
     "a supervised-only method on RL": Case(
-        "methods.ewc: does not run on RL benchmarks; cartpole3 accepts blip, finetune, frozen, "
-        "online_ewc",
+        "methods.ewc: does not run on RL benchmarks; cartpole3 accepts blip, finetune, frozen",
         spec=RL_GOOD.replace("finetune", "ewc"),
     ),
     "the old RL name ft_fix": Case(
