@@ -74,3 +74,31 @@ def continual_settings(
         rl=RlSettings.for_sequence(sequence, num_env_runners=num_env_runners, **rl),
         num_gpus_per_learner=0,
     )
+
+
+def ppo_learner(method: str, **hp: object) -> tuple[object, object]:
+    """A cartpole3 PPO learner running ``method`` (2 tasks of 384 env steps), and
+    ``update(lifetime)``: one PPO update on 96 env steps sampled with the learner's weights."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    from blip_ray.rl.config import build_ppo_config
+
+    ppo = {"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 2}
+    settings = continual_settings(method, hp=hp, num_tasks=2, steps_per_task=384, ppo=ppo)
+    config = build_ppo_config(settings)
+    learner = config.build_learner(env=get_rl_sequence("cartpole3").make_env(0))
+    runner = SingleAgentEnvRunner(config=config)
+
+    def update(lifetime: int) -> dict:
+        runner.set_state(learner.get_state(components="rl_module", inference_only=True))
+        episodes = runner.sample(num_timesteps=96, random_actions=False)
+        return learner.update(
+            episodes=episodes,
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+            num_epochs=2,
+            minibatch_size=48,
+            shuffle_batch_per_epoch=True,
+        )
+
+    return learner, update

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cl_fixtures import continual_settings
+from cl_fixtures import ppo_learner
 from ray.rllib.core import DEFAULT_MODULE_ID
-from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from torch import nn
 
 from blip_ray.methods import make_method
-from blip_ray.rl.config import build_ppo_config
-from blip_ray.rl.sequences import get_rl_sequence
 
 
 def linear_net(weight: list[float]) -> nn.Module:
@@ -81,23 +77,7 @@ def test_config_refuses_impossible_values():
 
 
 def test_si_runs_in_the_ppo_learner_on_the_plain_ppo_gradient():
-    ppo = {"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 2}
-    settings = continual_settings("si", num_tasks=2, steps_per_task=384, ppo=ppo)
-    config = build_ppo_config(settings)
-    learner = config.build_learner(env=get_rl_sequence("cartpole3").make_env(0))
-    runner = SingleAgentEnvRunner(config=config)
-
-    def update(lifetime: int) -> dict:
-        runner.set_state(learner.get_state(components="rl_module", inference_only=True))
-        episodes = runner.sample(num_timesteps=96, random_actions=False)
-        return learner.update(
-            episodes=episodes,
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
-            num_epochs=2,
-            minibatch_size=48,
-            shuffle_batch_per_epoch=True,
-        )
-
+    learner, update = ppo_learner("si")
     update(96)
     assert sum(float(w.abs().sum()) for w in learner.method.path.values()) > 0
     learner.finish_task(0)
@@ -105,4 +85,3 @@ def test_si_runs_in_the_ppo_learner_on_the_plain_ppo_gradient():
     learner.start_task(1)
     results = update(480)
     assert float(results[DEFAULT_MODULE_ID]["method_penalty"].peek()) > 0
-    runner.stop()

@@ -24,6 +24,7 @@ from blip_ray.methods.base import (
     require,
     trunk_parameters,
 )
+from blip_ray.methods.ewc import quadratic_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +80,8 @@ class MasMethod(ContinualMethod):
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if self.omega is None or self.anchor is None:
             return None
-        params = trunk_parameters(model)
-        terms = [(self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in params.items()]
-        return self.config.lamb * torch.stack(terms).sum()
+        penalty = quadratic_penalty(trunk_parameters(model), self.omega, self.anchor)
+        return 2 * self.config.lamb * penalty  # quadratic_penalty halves the sum
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         new = output_importance(model, samples)

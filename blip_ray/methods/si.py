@@ -29,6 +29,7 @@ from blip_ray.methods.base import (
     require,
     trunk_parameters,
 )
+from blip_ray.methods.ewc import quadratic_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +81,8 @@ class SiMethod(ContinualMethod):
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
         if self.omega is None:
             return None
-        params = trunk_parameters(model)
-        terms = [(self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in params.items()]
-        return self.config.c * torch.stack(terms).sum()
+        penalty = quadratic_penalty(trunk_parameters(model), self.omega, self.anchor)
+        return 2 * self.config.c * penalty  # quadratic_penalty halves the sum
 
     def after_step(self, model: Model, task_id: int) -> None:
         for name, param in trunk_parameters(model).items():
