@@ -34,15 +34,20 @@ def step(net: nn.Module, method, x: list[float], *, lr: float) -> torch.Tensor:
     return task_grad
 
 
-def test_importance_is_the_path_integral_over_the_squared_move_plus_xi():
+def first_task() -> tuple[nn.Module, object]:
+    """SI (c 0.5, xi 1e-3) after a task of one step: the gradient of (w . x)^2 at w = (1, 1),
+    x = (1, 0) is 2 (w . x) x = (2, 0); lr 0.25 moves w by (-0.5, 0), so W = -g . delta = (1, 0)."""
     method = make_method("si", c=0.5, xi=1e-3)
     net = linear_net([1.0, 1.0])
     method.setup(net)
     method.before_task(net, 0)
-    # grad of (w . x)^2 at w = (1, 1), x = (1, 0): 2 (w . x) x = (2, 0); lr 0.25 moves w by
-    # (-0.5, 0): W = -g . delta = (1, 0); omega = relu(W / (delta_total^2 + xi)).
     step(net, method, [1.0, 0.0], lr=0.25)
     method.after_task(net, 0, samples=None)
+    return net, method
+
+
+def test_importance_is_the_path_integral_over_the_squared_move_plus_xi():
+    net, method = first_task()  # omega = relu(W / (delta_total^2 + xi))
     expected = torch.tensor([[1.0 / (0.25 + 1e-3), 0.0]])
     torch.testing.assert_close(method.omega["weight"], expected)
     torch.testing.assert_close(method.anchor["weight"], torch.tensor([[0.5, 1.0]]))
@@ -50,12 +55,7 @@ def test_importance_is_the_path_integral_over_the_squared_move_plus_xi():
 
 
 def test_the_path_integral_uses_the_gradient_without_the_penalty():
-    method = make_method("si", c=0.5, xi=1e-3)
-    net = linear_net([1.0, 1.0])
-    method.setup(net)
-    method.before_task(net, 0)
-    step(net, method, [1.0, 0.0], lr=0.25)
-    method.after_task(net, 0, samples=None)
+    net, method = first_task()
     with torch.no_grad():
         net.trunk.weight.copy_(torch.tensor([[1.0, 1.0]]))  # away from the anchor (0.5, 1)
     method.before_task(net, 1)

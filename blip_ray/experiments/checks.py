@@ -65,6 +65,15 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
+def _safe_load(text: str) -> Any:
+    """``text`` through :class:`_SpecLoader`, a SafeLoader (no arbitrary Python objects)."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path, *, example: str) -> Any:
     """The safe-loaded content of a YAML file; a SpecError names what is wrong with it."""
     path = Path(path)
@@ -72,7 +81,7 @@ def read_yaml(path: str | Path, *, example: str) -> Any:
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise SpecError(f"{path} {problem}; pass {example}")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)  # noqa: S506 (safe)
+        return _safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file; pass {example}") from None
     except yaml.YAMLError as err:

@@ -137,6 +137,11 @@ def trunk_parameters(model: Model) -> dict[str, nn.Parameter]:
     return dict(model.trunk.named_parameters())
 
 
+def trunk_snapshot(model: Model) -> dict[str, torch.Tensor]:
+    """A detached copy of the trunk's parameters (an anchor, a merged solution)."""
+    return {name: p.detach().clone() for name, p in model.trunk.named_parameters()}
+
+
 M = TypeVar("M", bound=type[ContinualMethod])
 METHODS: dict[str, type[ContinualMethod]] = {}
 

@@ -24,6 +24,7 @@ from blip_ray.methods.base import (
     register_method,
     require,
     trunk_parameters,
+    trunk_snapshot,
 )
 
 
@@ -70,6 +71,20 @@ def quadratic_penalty(
     return torch.stack(terms).sum() / 2
 
 
+def anchored_penalty(
+    model: Model,
+    importance: dict[str, torch.Tensor] | None,
+    anchor: dict[str, torch.Tensor] | None,
+    *,
+    weight: float,
+) -> torch.Tensor | None:
+    """``weight * sum importance (theta - theta*)^2`` over the trunk; None before a first anchor
+    (online EWC's weight is ``lamb / 2``, MAS's ``lamb``, SI's ``c``)."""
+    if importance is None or anchor is None:
+        return None
+    return 2 * weight * quadratic_penalty(trunk_parameters(model), importance, anchor)
+
+
 @dataclasses.dataclass(frozen=True)
 class EwcConfig(MethodConfig):
     """Offline EWC: one Fisher and one anchor kept per finished task."""
@@ -105,7 +120,7 @@ class EwcMethod(ContinualMethod):
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         self.fishers.append(task_fisher(model, samples, batch_size=self.config.fisher_batch_size))
-        self.anchors.append({n: p.detach().clone() for n, p in trunk_parameters(model).items()})
+        self.anchors.append(trunk_snapshot(model))
 
     def state_dict(self) -> dict[str, Any]:
         return {"fishers": self.fishers, "anchors": self.anchors}
@@ -143,11 +158,7 @@ class OnlineEwcMethod(ContinualMethod):
         self.anchor: dict[str, torch.Tensor] | None = None
 
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
-        if self.fisher is None or self.anchor is None:
-            return None
-        return self.config.lamb * quadratic_penalty(
-            trunk_parameters(model), self.fisher, self.anchor
-        )
+        return anchored_penalty(model, self.fisher, self.anchor, weight=self.config.lamb / 2)
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         new = task_fisher(model, samples, batch_size=self.config.fisher_batch_size)
@@ -155,7 +166,7 @@ class OnlineEwcMethod(ContinualMethod):
             self.fisher = new
         else:
             self.fisher = {n: self.config.gamma * f + new[n] for n, f in self.fisher.items()}
-        self.anchor = {n: p.detach().clone() for n, p in trunk_parameters(model).items()}
+        self.anchor = trunk_snapshot(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"fisher": self.fisher, "anchor": self.anchor}

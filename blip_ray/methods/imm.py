@@ -21,6 +21,7 @@ from blip_ray.methods.base import (
     register_method,
     require,
     trunk_parameters,
+    trunk_snapshot,
 )
 from blip_ray.methods.ewc import task_fisher
 
@@ -81,7 +82,7 @@ class ImmModeMethod(ContinualMethod):
                 if self.fisher is None
                 else {n: f + new_fisher[n] for n, f in self.fisher.items()}
             )
-        self.merged = {n: p.detach().clone() for n, p in params.items()}
+        self.merged = trunk_snapshot(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"merged": self.merged, "fisher": self.fisher}

@@ -23,8 +23,9 @@ from blip_ray.methods.base import (
     register_method,
     require,
     trunk_parameters,
+    trunk_snapshot,
 )
-from blip_ray.methods.ewc import quadratic_penalty
+from blip_ray.methods.ewc import anchored_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +79,12 @@ class MasMethod(ContinualMethod):
         self.anchor: dict[str, torch.Tensor] | None = None
 
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
-        if self.omega is None or self.anchor is None:
-            return None
-        penalty = quadratic_penalty(trunk_parameters(model), self.omega, self.anchor)
-        return 2 * self.config.lamb * penalty  # quadratic_penalty halves the sum
+        return anchored_penalty(model, self.omega, self.anchor, weight=self.config.lamb)
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         new = output_importance(model, samples)
         self.omega = new if self.omega is None else {n: o + new[n] for n, o in self.omega.items()}
-        self.anchor = {n: p.detach().clone() for n, p in trunk_parameters(model).items()}
+        self.anchor = trunk_snapshot(model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"omega": self.omega, "anchor": self.anchor}

@@ -28,8 +28,9 @@ from blip_ray.methods.base import (
     register_method,
     require,
     trunk_parameters,
+    trunk_snapshot,
 )
-from blip_ray.methods.ewc import quadratic_penalty
+from blip_ray.methods.ewc import anchored_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +56,10 @@ class SiMethod(ContinualMethod):
 
     def setup(self, model: Model) -> None:
         params = trunk_parameters(model)
-        self.anchor = {n: p.detach().clone() for n, p in params.items()}  # theta*: the start
+        self.anchor = trunk_snapshot(model)  # theta*: the start
         self.omega: dict[str, torch.Tensor] | None = None
         self.path = {n: torch.zeros_like(p) for n, p in params.items()}  # W
-        self.previous = {n: p.detach().clone() for n, p in params.items()}
+        self.previous = trunk_snapshot(model)
         self.plain: dict[str, torch.Tensor] = {}
         for name, param in params.items():
             # The backward pass hands each parameter the gradient of loss + penalty, before any
@@ -66,30 +67,25 @@ class SiMethod(ContinualMethod):
             param.register_hook(lambda grad, name=name, param=param: self._keep(name, param, grad))
 
     def _keep(self, name: str, param: torch.Tensor, grad: torch.Tensor) -> None:
-        plain = grad.detach()
-        if self.omega is not None:
-            penalty_grad = (
-                2 * self.config.c * self.omega[name] * (param.detach() - self.anchor[name])
-            )
-            plain = plain - penalty_grad
-        self.plain[name] = plain.clone()
+        if self.omega is None:  # a copy: autograd may hand this very tensor on as .grad
+            self.plain[name] = grad.detach().clone()
+        else:
+            moved = param.detach() - self.anchor[name]
+            self.plain[name] = grad.detach() - 2 * self.config.c * self.omega[name] * moved
 
     def before_task(self, model: Model, task_id: int) -> None:
-        self.previous = {n: p.detach().clone() for n, p in trunk_parameters(model).items()}
+        self.previous = trunk_snapshot(model)
         self.plain.clear()
 
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
-        if self.omega is None:
-            return None
-        penalty = quadratic_penalty(trunk_parameters(model), self.omega, self.anchor)
-        return 2 * self.config.c * penalty  # quadratic_penalty halves the sum
+        return anchored_penalty(model, self.omega, self.anchor, weight=self.config.c)
 
     def after_step(self, model: Model, task_id: int) -> None:
         for name, param in trunk_parameters(model).items():
             now = param.detach()
             if name in self.plain:
                 self.path[name].sub_(self.plain[name] * (now - self.previous[name]))
-            self.previous[name] = now.clone()
+            self.previous[name].copy_(now)
         self.plain.clear()
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
