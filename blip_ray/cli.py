@@ -183,7 +183,8 @@ def _list(args: argparse.Namespace) -> int:
     print("methods (tracks: hyperparameter defaults; on an RL sequence, its own defaults):")
     for name, method in sorted(METHODS.items()):
         defaults = {f.name: f.default for f in dataclasses.fields(method.config_class)}
-        print(f"  {name:<11} {', '.join(method.tracks)}: {_assignments(defaults)}")
+        role = " (a reference, not a continual method)" if method.role == "reference" else ""
+        print(f"  {name:<11} {', '.join(method.tracks)}{role}: {_assignments(defaults)}")
         for sequence in RL_SEQUENCES.values() if "rl" in method.tracks else ():
             if own := sequence.method_defaults.get(name):
                 print(f"  {'':<11} on {sequence.name}: {_assignments(own)}")

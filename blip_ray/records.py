@@ -56,6 +56,8 @@ class TrialResult:
     """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to 0)
     and its ``low_source`` (``random policy``, or ``untrained policy`` for older results),
     ``high`` (mapped to 1) and its ``source`` (``reference`` or ``best observed``)."""
+    role: str = "continual"
+    """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
 
 
 @dataclass
@@ -104,6 +106,8 @@ class TaskRow:
     """RL: evaluations inside this task, ``{"env_steps": n, "returns": [raw return per task]}``."""
     env_steps: int | None = None
     """RL: env steps sampled over the whole run when this task ended."""
+    role: str = "continual"
+    """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
 
     @property
     def tasks_done(self) -> int:

@@ -224,6 +224,14 @@ CASES = {
         "methods.ewc: does not run on RL benchmarks; cartpole3 accepts blip, finetune, frozen",
         spec=RL_GOOD.replace("finetune", "ewc"),
     ),
+    **{
+        f"the supervised-only {name} on RL": Case(
+            f"methods.{name}: does not run on RL benchmarks; cartpole3 accepts blip, finetune, "
+            "frozen, mas, online_ewc, si",
+            spec=RL_GOOD.replace("finetune", name),
+        )
+        for name in ("agem", "er", "joint")
+    },
     "the old RL name ft_fix": Case(
         "methods: unknown method 'ft_fix'", spec=RL_GOOD.replace("finetune", "ft_fix")
     ),
@@ -401,6 +409,9 @@ def test_list_shows_benchmarks_methods_and_defaults(capsys):
     )
     assert "  ewc         supervised: lamb=5000.0, fisher_batch_size=20" in lines
     assert "  frozen      supervised, rl: freeze_after=1" in lines
+    assert "  agem        supervised: per_class=13, memory_batch=256" in lines
+    assert "  si          supervised, rl: c=0.1, xi=0.001" in lines
+    assert "  joint       supervised (a reference, not a continual method): none" in lines
 
 
 def test_report_of_a_directory_without_trials_is_a_user_error(tmp_path, capsys):

@@ -162,6 +162,27 @@ def test_hyperparameter_collision_is_prefixed(tmp_path: Path) -> None:
     assert frame.loc[0, "lr"] == "[1, 2]"
 
 
+def test_a_reference_is_labelled_and_listed_last_and_growing_state_shows_its_growth() -> None:
+    joint = [  # best ACC of all, yet after every continual method
+        _trial(
+            "joint",
+            seed,
+            matrix=[[0.9, 0.5, 0.5], [0.9, 0.9, 0.5], [0.95, 0.95, 0.95]],
+            role="reference",
+            state_bytes=[1024, 2048, 3072],
+        )
+        for seed in (0, 1)
+    ]
+    lines = markdown_table([*joint, _trial("sgd", 0), _trial("blip", 0)]).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| blip",
+        "| sgd",
+        "| joint (reference)",
+    ]
+    assert "| 1.0 KiB → 3.0 KiB |" in lines[-1]  # grows with the tasks
+    assert "| 0 B |" in lines[3]  # constant: one number
+
+
 def test_markdown_table_without_ok_trials() -> None:
     assert "No trials with status ok" in markdown_table([_failed()])
 

@@ -13,7 +13,17 @@ SETTINGS = TrainSettings(lr=0.1, epochs=6, batch_size=32)
 
 
 @pytest.mark.parametrize(
-    ("name", "hp"), [("blip", {"f_prior": 1e-12, "fisher_batches": 3}), ("ewc", {}), ("lwf", {})]
+    ("name", "hp"),
+    [
+        ("blip", {"f_prior": 1e-12, "fisher_batches": 3}),
+        ("ewc", {}),
+        ("lwf", {}),
+        ("si", {}),
+        ("mas", {}),
+        ("agem", {"per_class": 4, "memory_batch": 16}),
+        ("er", {"per_class": 4}),
+        ("joint", {}),
+    ],
 )
 def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):
     seq = synthetic_sequence(tasks=3)
@@ -70,12 +80,10 @@ def test_best_validation_weights_are_restored():
     seq = synthetic_sequence(tasks=1)
     model = small_net(seq, quantized=False)
     record = next(run_sequence(seq, model, make_method("finetune"), settings=SETTINGS, seed=0))
-    from blip_ray.supervised.loop import TaskBatches, evaluate_loss
+    from blip_ray.supervised.loop import TaskBatches
 
     batches = TaskBatches(seq.tasks[0], torch.device("cpu"), torch.Generator())
-    assert evaluate_loss(model, 0, batches, seq.tasks[0].valid, 100) == pytest.approx(
-        record.best_valid_loss, rel=1e-5
-    )
+    assert batches.valid_loss(model, 100) == pytest.approx(record.best_valid_loss, rel=1e-5)
 
 
 def test_bad_settings_fail_clearly():

@@ -62,6 +62,7 @@ def _load_trial(trial_dir: Path) -> TrialResult:
         random_row=getattr(latest, "random_row", None),
         reference=dict(((config.get("run") or {}).get("rl") or {}).get("reference_returns") or {}),
         budget=getattr(latest, "budget", None),
+        role=getattr(latest, "role", "continual"),
     )
 
 

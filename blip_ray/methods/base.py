@@ -25,6 +25,10 @@ from blip_ray import quant
 Model = nn.Module
 #: ``(inputs, targets)``; ``targets`` is None where a task has no labels (RL states).
 Batch = tuple[torch.Tensor, torch.Tensor | None]
+#: ``(inputs, labels, task ids)``: labelled samples of several tasks, each scored by its own head.
+TaggedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: Hooks only the supervised loop calls; a method overriding one cannot declare the ``rl`` track.
+SUPERVISED_HOOKS = ("training_tasks", "replay", "before_step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +79,10 @@ class TaskSamples:
 class ContinualMethod:
     """Hooks called by a task loop; the defaults implement plain fine-tuning.
 
-    Order per task t: ``before_task`` -> (per minibatch: loss + ``penalty``, step, ``after_step``)
-    -> best-validation weights restored -> ``after_task`` -> every task evaluated.
+    Order per task t: ``before_task`` -> (per minibatch: loss + ``penalty``, backward,
+    ``before_step``, step, ``after_step``) -> best-validation weights restored -> ``after_task`` ->
+    every task evaluated. The supervised loop also asks :meth:`training_tasks` which tasks' data
+    task t trains on and :meth:`replay` what to join to each minibatch (:data:`SUPERVISED_HOOKS`).
     """
 
     name: ClassVar[str] = ""
@@ -85,6 +91,9 @@ class ContinualMethod:
     quantized_trunk: ClassVar[bool] = False
     #: The tracks the method runs on: ``supervised`` (classifiers) and/or ``rl`` (the PPO module).
     tracks: ClassVar[tuple[str, ...]] = ("supervised",)
+    #: ``continual``, or ``reference`` for a bound the methods are compared with (joint training),
+    #: which the report labels and lists after the continual methods.
+    role: ClassVar[str] = "continual"
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -105,6 +114,20 @@ class ContinualMethod:
 
     def after_step(self, model: Model, task_id: int) -> None:
         """After every optimizer step."""
+
+    def training_tasks(self, task_id: int) -> tuple[int, ...]:
+        """Supervised: the tasks whose training and validation splits task ``task_id`` trains on
+        (minibatches drawn from their union, each sample scored by its own head)."""
+        return (task_id,)
+
+    def replay(self, model: Model, task_id: int, batch_size: int) -> TaggedBatch | None:
+        """Supervised: samples joined to a training minibatch of ``batch_size`` (None: none); the
+        loss is the mean over the joined batch."""
+        return None
+
+    def before_step(self, model: Model, task_id: int) -> None:
+        """Supervised: after the backward pass, before gradient clipping and the optimizer step
+        (the parameters' ``.grad`` hold the minibatch's gradient and may be rewritten)."""
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         """After task ``task_id`` is trained (supervised: its best-validation weights restored)."""
@@ -152,6 +175,12 @@ def register_method(name: str) -> Callable[[M], M]:
     def wrap(cls: M) -> M:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
+        base = ContinualMethod
+        overridden = [h for h in SUPERVISED_HOOKS if getattr(cls, h) is not getattr(base, h)]
+        if "rl" in cls.tracks and overridden:
+            raise TypeError(f"method {name!r} overrides {overridden[0]}, which RL never calls")
+        if cls.role not in ("continual", "reference"):
+            raise ValueError(f"method {name!r}: role must be continual or reference: {cls.role!r}")
         cls.name = name
         METHODS[name] = cls
         return cls

@@ -137,7 +137,9 @@ def _markdown(
         f"interval. Only trials with status ok count toward this table ({status['ok']} of "
         f"{len(trials)}); summary.csv lists every trial. FWT is against the untrained network; "
         "n/a: not defined for this method or run. State: bytes of method state kept after the "
-        "last task (mean over seeds).",
+        "last task, mean over seeds (first task → last task where they differ: a memory that "
+        "grows with the tasks). A reference (joint training) bounds the continual methods and is "
+        "listed after them.",
         *_rl_sections(trials),
         *("", "## Failed trials", ""),
     ]

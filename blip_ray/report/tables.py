@@ -11,7 +11,11 @@ Choices, and why:
 - A table row is one (method, exact hyperparameter setting); its seeds are summarised by
   :func:`metrics.ci95`. One seed shows the mean with "(n=1)", never "± nan". A metric undefined
   for every seed (FWT without a baseline, capacity of a method without bits) shows "n/a". State
-  bytes show the mean only, human-readable: a size, not a noisy score.
+  bytes show the mean only, human-readable: a size, not a noisy score; after the first and the
+  last task (``1.2 KiB → 12.0 KiB``) where they differ, so a memory that grows with the tasks
+  stands out against a constant one.
+- A reference (a method whose role is ``reference``, e.g. joint training) is labelled so and listed
+  after the continual methods: it bounds them, it does not compete with them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from blip_ray import metrics
 from blip_ray.records import TrialResult
 
 _ID_COLUMNS = ("trial_id", "method", "seed")
-_RUN_COLUMNS = ("capacity", "state_bytes", "tasks_done", "status", "error")
+_RUN_COLUMNS = ("capacity", "state_bytes", "tasks_done", "status", "error", "role")
 MATRIX_COLUMNS = (*_ID_COLUMNS, "trained_task", "eval_task", "task_name", "value", "raw_value")
 """``value``: the matrix entry (accuracy, normalized return); ``raw_value``: RL's raw game score."""
 UNITS = {"accuracy": "accuracy (fraction)", "normalized_return": "normalized return"}
@@ -111,6 +115,7 @@ def summary_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
         row["capacity"] = _last(trial.capacity)
         row["state_bytes"] = trial.state_bytes[-1] if trial.state_bytes else None
         row.update(tasks_done=len(trial.matrix), status=trial.status, error=trial.error)
+        row["role"] = trial.role
         rows.append(row)
     columns = [*_ID_COLUMNS, *hp_columns.values(), *fixed_columns()[len(_ID_COLUMNS) :]]
     frame = pd.DataFrame(rows, columns=columns)
@@ -188,6 +193,15 @@ def _human_bytes(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+def _state_cell(trials: Sequence[TrialResult]) -> str:
+    """Mean state bytes after the last task; ``first → last`` where the first task's differ."""
+    last = float(np.mean([_last(trial.state_bytes) for trial in trials]))
+    first = [trial.state_bytes[0] for trial in trials if trial.state_bytes]
+    if len(first) == len(trials) and not math.isclose(float(np.mean(first)), last):
+        return f"{_human_bytes(float(np.mean(first)))} → {_human_bytes(last)}"
+    return _human_bytes(last)
+
+
 def cell(text: str) -> str:
     """One markdown table cell: a ``|`` or a line break would split the row."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -199,16 +213,17 @@ def markdown_table(trials: Sequence[TrialResult]) -> str:
     for group in ok_groups(trials):
         scores = [_trial_metrics(trial) for trial in group.trials]
         mean_acc = float(np.mean([s["acc"] for s in scores]))
-        state = [_last(trial.state_bytes) for trial in group.trials]
+        reference = any(trial.role == "reference" for trial in group.trials)
         cells = [
-            group.method,
+            f"{group.method} (reference)" if reference else group.method,
             group.label,
             *(_format_ci([s[metric.key] for s in scores]) for metric in metrics.METRICS),
             _format_ci([_last(trial.capacity) for trial in group.trials]),
-            _human_bytes(float(np.mean(state))),
+            _state_cell(group.trials),
             str(len(group.trials)),
         ]
-        rows.append(((math.isnan(mean_acc), -np.nan_to_num(mean_acc), group.method), cells))
+        key = (reference, math.isnan(mean_acc), -np.nan_to_num(mean_acc), group.method)
+        rows.append((key, cells))
     if not rows:
         return "_No trials with status ok._"
     labels = (metric.label for metric in metrics.METRICS)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from blip_ray.methods import METHODS
 from blip_ray.records import TaskRow
 from blip_ray.rl.callbacks import apply_current_task, learner_call
 from blip_ray.rl.config import build_ppo_config
@@ -125,6 +126,7 @@ def _train(
             budget=budget,
             curve=curve,
             env_steps=env_steps,
+            role=METHODS[settings.method].role,
             algorithm=algo,
         )
         curve, started = [], time.perf_counter()

@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,15 @@ from torch.nn import functional as F
 from blip_ray import quant
 from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.methods.base import ContinualMethod, TaskSamples
+from blip_ray.methods.memory import join, multi_head_loss
 from blip_ray.models.base import MultiHeadNet
 from blip_ray.records import TaskRow
 
 #: Task ``t`` of seed ``s`` draws from ``s * TASK_SEED_STRIDE + t``: a prime above any task count,
 #: so no two (seed, task) pairs share a stream.
 TASK_SEED_STRIDE = 100_003
+#: A minibatch's task: one index, or (samples of several tasks) each sample's task id.
+Tasks = int | torch.Tensor
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -116,10 +119,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 class TaskBatches:
-    """Minibatches of a task's split, transformed and moved to the device."""
+    """Minibatches of a task's splits, transformed and moved to the device.
 
-    def __init__(self, task: Task, device: torch.device, generator: torch.Generator) -> None:
-        self.task, self.device, self.generator = task, device, generator
+    ``joined`` adds earlier tasks whose data the task trains on too (joint training): training
+    minibatches are then drawn from the union and carry each sample's task id, and the validation
+    loss is taken over the union of the validation splits.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        device: torch.device,
+        generator: torch.Generator,
+        *,
+        task_id: int = 0,
+        joined: Mapping[int, Task] | None = None,
+    ) -> None:
+        self.task, self.device, self.generator, self.task_id = task, device, generator, task_id
+        self.tasks = {**(joined or {}), task_id: task}
 
     def __call__(
         self, split: Split, batch_size: int, *, shuffle: bool = False, limit: int | None = None
@@ -134,6 +151,47 @@ class TaskBatches:
             idx = order[sl] if order is not None else sl
             x = self.task.inputs(split.x[idx]).to(self.device, non_blocking=True)
             yield x, split.y[idx].to(self.device, non_blocking=True)
+
+    def training(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, Tasks]]:
+        """One shuffled pass over the training data: ``(inputs, labels, task)``, ``task`` the
+        task's index, or each sample's task id when several tasks are joined."""
+        if len(self.tasks) == 1:
+            for x, y in self(self.task.train, batch_size, shuffle=True):
+                yield x, y, self.task_id
+            return
+        ids = list(self.tasks)
+        sizes = torch.tensor([len(self.tasks[k].train) for k in ids])
+        ends = sizes.cumsum(0)
+        order = torch.randperm(int(ends[-1]), generator=self.generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            part = torch.bucketize(idx, ends, right=True)
+            xs, ys, ts = [], [], []
+            for p in part.unique().tolist():
+                task = self.tasks[ids[p]]
+                local = idx[part == p] - (ends[p] - sizes[p])
+                xs.append(task.inputs(task.train.x[local]))
+                ys.append(task.train.y[local])
+                ts.append(torch.full((len(local),), ids[p], dtype=torch.long))
+            yield (
+                torch.cat(xs).to(self.device, non_blocking=True),
+                torch.cat(ys).to(self.device, non_blocking=True),
+                torch.cat(ts).to(self.device, non_blocking=True),
+            )
+
+    @torch.no_grad()
+    def valid_loss(self, model: MultiHeadNet, batch_size: int) -> float:
+        """Mean validation cross-entropy over the tasks trained on, each with its own head."""
+        model.eval()
+        total, count = 0.0, 0
+        for task_id, task in self.tasks.items():
+            for start in range(0, len(task.valid), batch_size):
+                x = task.inputs(task.valid.x[start : start + batch_size]).to(self.device)
+                y = task.valid.y[start : start + batch_size].to(self.device)
+                total += F.cross_entropy(model(x, task_id), y, reduction="sum").item()
+                count += len(y)
+        model.train()
+        return total / max(count, 1)
 
     def samples(self, task_id: int) -> TaskSamples:
         """The task's training split as the methods' end-of-task steps read it."""
@@ -177,7 +235,9 @@ def run_sequence(
         task = sequence.tasks[task_id]
         task_seed = seed * TASK_SEED_STRIDE + task_id
         torch.manual_seed(task_seed)
-        batches = TaskBatches(task, device, torch.Generator().manual_seed(task_seed))
+        joined = {k: sequence.tasks[k] for k in method.training_tasks(task_id) if k != task_id}
+        generator = torch.Generator().manual_seed(task_seed)
+        batches = TaskBatches(task, device, generator, task_id=task_id, joined=joined)
         model.on_task_start(task_id)
         method.before_task(model, task_id)
         t0 = time.perf_counter()
@@ -207,6 +267,7 @@ def run_sequence(
             task_wall_s=t3 - t0,
             capacity=quant.capacity(model).total if blip_layers else None,
             state_bytes=method.state_bytes(model),
+            role=method.role,
             state=LoopState(
                 next_task=task_id + 1,
                 model=_cpu_copy(model.state_dict()),
@@ -226,7 +287,6 @@ def train_task(
     settings: TrainSettings,
 ) -> dict[str, Any]:
     """One task of the official protocol; leaves the best-validation weights in ``model``."""
-    task = batches.task
     lr, patience = settings.lr, settings.lr_patience
     best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
     optimizer = _optimizer(model, lr, settings)
@@ -234,7 +294,7 @@ def train_task(
     for epoch in range(settings.epochs):
         epochs = epoch + 1
         train_epoch(model, method, task_id, batches, optimizer, settings=settings, epoch=epoch)
-        valid_loss = evaluate_loss(model, task_id, batches, task.valid, settings.eval_batch_size)
+        valid_loss = batches.valid_loss(model, settings.eval_batch_size)
         if valid_loss < best_loss:
             best_loss, best_state = valid_loss, copy.deepcopy(model.state_dict())
             patience = settings.lr_patience
@@ -260,42 +320,42 @@ def train_epoch(
     settings: TrainSettings,
     epoch: int = 0,
 ) -> None:
-    """One pass over the task's training split: loss + penalty, step, the method's per-step hook."""
-    task = batches.task
+    """One pass over the task's training data: loss (with the method's replayed samples joined)
+    + penalty, backward, the method's gradient hook, clipping, step, the method's per-step hook."""
     model.train()
-    for x, y in batches(task.train, settings.batch_size, shuffle=True):
-        loss = F.cross_entropy(model(x, task_id), y)
+    for x, y, tasks in batches.training(settings.batch_size):
+        replayed = method.replay(model, task_id, len(y))
+        if replayed is not None:
+            x, y, tasks = join((x, y, _task_ids(tasks, y)), replayed)
+        if isinstance(tasks, int):
+            loss = F.cross_entropy(model(x, tasks), y)
+        else:
+            loss = multi_head_loss(model, x, y, tasks)
         extra = method.penalty(model, task_id, x)
         if extra is not None:
             loss = loss + extra
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} on task {task_id} ({task.name}) at epoch "
-                f"{epoch}; lower the learning rate or the method's penalty weight"
+                f"training loss became {loss.item()} on task {task_id} ({batches.task.name}) at "
+                f"epoch {epoch}; lower the learning rate or the method's penalty weight"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        method.before_step(model, task_id)
         nn.utils.clip_grad_norm_(model.parameters(), settings.clipgrad)
         optimizer.step()
         method.after_step(model, task_id)
 
 
+def _task_ids(tasks: Tasks, labels: torch.Tensor) -> torch.Tensor:
+    if isinstance(tasks, int):
+        return torch.full_like(labels, tasks)
+    return tasks
+
+
 def _optimizer(model: nn.Module, lr: float, settings: TrainSettings) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=lr, momentum=settings.momentum)
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: MultiHeadNet, task_id: int, batches: TaskBatches, split: Split, batch_size: int
-) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in batches(split, batch_size):
-        total += F.cross_entropy(model(x, task_id), y, reduction="sum").item()
-        count += len(y)
-    model.train()
-    return total / max(count, 1)
 
 
 @torch.no_grad()
