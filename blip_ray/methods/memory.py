@@ -22,14 +22,17 @@ def multi_head_loss(
 ) -> torch.Tensor:
     """Mean cross-entropy over a batch whose samples each go through their own task's head.
 
-    The trunk runs once on the whole batch (as the official code's masked single output layer).
+    The trunk runs once on the whole batch (as the official code's masked single output layer);
+    each run of consecutive samples of one task goes through its head at once (the loop and the
+    memory hand batches grouped by task, so that is one call per task).
     """
     features = model.features(inputs)
+    ids, counts = tasks.unique_consecutive(return_counts=True)
+    sizes = counts.tolist()
     total = features.new_zeros(())
-    for task in tasks.unique().tolist():
-        where = tasks == task
-        logits = model.heads[task](features[where])
-        total = total + F.cross_entropy(logits, labels[where], reduction="sum")
+    groups = zip(ids.tolist(), features.split(sizes), labels.split(sizes), strict=True)
+    for task, part, target in groups:
+        total = total + F.cross_entropy(model.heads[task](part), target, reduction="sum")
     return total / len(labels)
 
 
@@ -87,8 +90,8 @@ class EpisodicMemory:
             ]
             self._flat = (torch.cat(self.inputs), torch.cat(self.labels), torch.cat(tasks))
         inputs, labels, tasks = self._flat
-        if size < len(labels):
-            pick = torch.randperm(len(labels))[:size]
+        if size < len(labels):  # sorted: grouped by task, as the memory is
+            pick = torch.randperm(len(labels))[:size].sort().values
             inputs, labels, tasks = inputs[pick], labels[pick], tasks[pick]
         return inputs.to(device), labels.to(device), tasks.to(device)
 

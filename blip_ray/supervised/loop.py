@@ -137,6 +137,7 @@ class TaskBatches:
     ) -> None:
         self.task, self.device, self.generator, self.task_id = task, device, generator, task_id
         self.tasks = {**(joined or {}), task_id: task}
+        self._joined_train: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(
         self, split: Split, batch_size: int, *, shuffle: bool = False, limit: int | None = None
@@ -159,25 +160,36 @@ class TaskBatches:
             for x, y in self(self.task.train, batch_size, shuffle=True):
                 yield x, y, self.task_id
             return
-        ids = list(self.tasks)
-        sizes = torch.tensor([len(self.tasks[k].train) for k in ids])
-        ends = sizes.cumsum(0)
-        order = torch.randperm(int(ends[-1]), generator=self.generator)
+        x, y, tasks = self._union()
+        order = torch.randperm(len(y), generator=self.generator)
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            part = torch.bucketize(idx, ends, right=True)
-            xs, ys, ts = [], [], []
-            for p in part.unique().tolist():
-                task = self.tasks[ids[p]]
-                local = idx[part == p] - (ends[p] - sizes[p])
-                xs.append(task.inputs(task.train.x[local]))
-                ys.append(task.train.y[local])
-                ts.append(torch.full((len(local),), ids[p], dtype=torch.long))
+            # Sorted, the batch's samples are grouped by task (the union is in task order).
+            idx = order[start : start + batch_size].sort().values
             yield (
-                torch.cat(xs).to(self.device, non_blocking=True),
-                torch.cat(ys).to(self.device, non_blocking=True),
-                torch.cat(ts).to(self.device, non_blocking=True),
+                self._inputs(x[idx], tasks[idx]).to(self.device, non_blocking=True),
+                y[idx].to(self.device, non_blocking=True),
+                tasks[idx].to(self.device, non_blocking=True),
             )
+
+    def _union(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The joined tasks' stored training inputs, labels and task ids, in task order."""
+        if self._joined_train is None:
+            ids = sorted(self.tasks)
+            self._joined_train = (
+                torch.cat([self.tasks[k].train.x for k in ids]),
+                torch.cat([self.tasks[k].train.y for k in ids]),
+                torch.cat([torch.full((len(self.tasks[k].train),), k) for k in ids]),
+            )
+        return self._joined_train
+
+    def _inputs(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """Each task's transform on its samples (one call where all tasks share it)."""
+        first = self.tasks[int(tasks[0])]
+        if all(task.transform == first.transform for task in self.tasks.values()):
+            return first.inputs(x)
+        ids, counts = tasks.unique_consecutive(return_counts=True)
+        parts = zip(ids.tolist(), x.split(counts.tolist()), strict=True)
+        return torch.cat([self.tasks[k].inputs(part) for k, part in parts])
 
     @torch.no_grad()
     def valid_loss(self, model: MultiHeadNet, batch_size: int) -> float:
