@@ -16,6 +16,7 @@ from cl_fixtures import continual_settings
 
 from blip_ray.rl.callbacks import ContinualTaskCallback, apply_task_to_env_runner, learner_call
 from blip_ray.rl.config import build_ppo_config
+from blip_ray.rl.run import run_sequence
 
 pytestmark = pytest.mark.ray
 
@@ -114,3 +115,29 @@ def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path
         assert not torch.equal(trained["pi.1.weight"], state["pi.1.weight"])
     finally:
         restored.stop()
+
+
+@pytest.mark.parametrize("name", ["si", "mas"])
+def test_importance_methods_run_two_cartpole_tasks_through_rllib(ray_session: Any, name: str):
+    settings = continual_settings(
+        name,
+        num_tasks=2,
+        steps_per_task=96,
+        eval_episodes=1,
+        eval_interval=1,
+        eval_max_steps=30,
+        ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 1},
+    )
+    records, importance = [], []
+    for record in run_sequence(settings):
+        records.append(record)
+        importance.append(
+            learner_call(
+                record.algorithm,
+                lambda learner: sum(float(o.sum()) for o in learner.method.omega.values()),
+            )
+        )
+    assert [r.task for r in records] == [0, 1]
+    assert len(records[-1].matrix) == 2 and records[-1].role == "continual"
+    assert records[0].state_bytes == records[1].state_bytes > 0  # constant in the tasks
+    assert importance[1] >= importance[0] > 0

@@ -15,32 +15,22 @@ otherwise ``g`` unchanged. Supervised only: the memory holds labelled samples.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 
-from blip_ray.methods.base import (
-    ContinualMethod,
-    MethodConfig,
-    Model,
-    TaskSamples,
-    register_method,
-    require,
-)
-from blip_ray.methods.memory import EpisodicMemory, multi_head_loss
+from blip_ray.methods.base import Model, register_method, require
+from blip_ray.methods.memory import MemoryConfig, RehearsalMethod, multi_head_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class AgemConfig(MethodConfig):
-    """The episodic memory's quota and the reference batch (``conv_split_cifar.py``'s defaults)."""
+class AgemConfig(MemoryConfig):
+    """The memory's quota and the reference batch (``conv_split_cifar.py``'s defaults)."""
 
-    per_class: int = 13
-    """Memory samples kept per class of each finished task (``--mem-size``)."""
     memory_batch: int = 256
     """Memory samples per reference gradient (``--eps-mem-batch``); all of them when fewer."""
 
     def __post_init__(self) -> None:
-        require(self, "per_class", self.per_class >= 1, ">= 1")
+        super().__post_init__()
         require(self, "memory_batch", self.memory_batch >= 1, ">= 1")
 
 
@@ -54,13 +44,13 @@ def agem_project(grad: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("agem")
-class AgemMethod(ContinualMethod):
+class AgemMethod(RehearsalMethod):
     """Project the step so the loss on the episodic memory does not increase (to first order)."""
 
     config_class = AgemConfig
 
     def setup(self, model: Model) -> None:
-        self.memory = EpisodicMemory(self.config.per_class)
+        super().setup(model)
         #: Steps whose gradient was projected, and steps taken with a memory (diagnostics).
         self.projected = self.steps = 0
 
@@ -80,15 +70,6 @@ class AgemMethod(ContinualMethod):
         self.projected += int(step is not flat)
         for p, g in zip(params, step.split([p.numel() for p in params]), strict=True):
             p.grad = g.view_as(p)
-
-    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
-        self.memory.add(task_id, samples)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.memory.load_state_dict(state["memory"])
 
 
 def _grad(param: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,20 @@ same distribution). Every sample keeps its task id, so rehearsal scores it with 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from blip_ray.methods.base import Model, TaggedBatch, TaskSamples
+from blip_ray.methods.base import (
+    ContinualMethod,
+    MethodConfig,
+    Model,
+    TaggedBatch,
+    TaskSamples,
+    require,
+)
 
 
 def multi_head_loss(
@@ -102,3 +110,33 @@ class EpisodicMemory:
         self.inputs, self.labels = list(state["inputs"]), list(state["labels"])
         self.tasks = [int(t) for t in state["tasks"]]
         self._flat = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig(MethodConfig):
+    """The episodic memory's quota (``conv_split_cifar.py``'s ``SAMPLES_PER_CLASS``)."""
+
+    per_class: int = 13
+    """Memory samples kept per class of each finished task (``--mem-size``)."""
+
+    def __post_init__(self) -> None:
+        require(self, "per_class", self.per_class >= 1, ">= 1")
+
+
+class RehearsalMethod(ContinualMethod):
+    """A method with an :class:`EpisodicMemory` filled at every task end (A-GEM, ER); its state
+    is the memory, which grows by the same quota with every task."""
+
+    config_class = MemoryConfig
+
+    def setup(self, model: Model) -> None:
+        self.memory = EpisodicMemory(self.config.per_class)
+
+    def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        self.memory.add(task_id, samples)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["memory"])
