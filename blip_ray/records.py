@@ -35,7 +35,8 @@ class TrialResult:
     initial_row: list[float] | None = None
     """The untrained network's value per task (forward-transfer baseline); None if unknown."""
     capacity: list[float | None] = field(default_factory=list)
-    """BLIP capacity used after each finished task (None for methods without bits)."""
+    """The network's share held after each finished task (None for methods that hold none):
+    BLIP's frozen bits, HAT's used units, PackNet's owned weights (``capacity_label``)."""
     state_bytes: list[int] = field(default_factory=list)
     """Bytes of method state kept after each finished task."""
     metric: str = "accuracy"
@@ -58,6 +59,8 @@ class TrialResult:
     ``high`` (mapped to 1) and its ``source`` (``reference`` or ``best observed``)."""
     role: str = "continual"
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
+    capacity_label: str | None = None
+    """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
 
 
 @dataclass
@@ -83,7 +86,8 @@ class TaskRow:
     initial_row: list[float] | None
     """The untrained network's value per task (forward-transfer baseline)."""
     capacity: float | None
-    """BLIP: fraction of bits frozen; None for methods without bits."""
+    """The share of the network the finished tasks hold (``capacity_label``); None for methods
+    that hold none."""
     state_bytes: int
     """Bytes of method state kept after this task."""
     train_s: float = 0.0
@@ -108,6 +112,8 @@ class TaskRow:
     """RL: env steps sampled over the whole run when this task ended."""
     role: str = "continual"
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
+    capacity_label: str | None = None
+    """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
 
     @property
     def tasks_done(self) -> int:

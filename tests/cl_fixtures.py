@@ -7,6 +7,7 @@ from torch import nn
 
 from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.models.base import MultiHeadNet
+from blip_ray.models.layers import TaskLinear
 from blip_ray.quant import QuantLinear
 from blip_ray.rl.sequences import get_rl_sequence
 from blip_ray.rl.settings import ContinualSettings, RlSettings
@@ -34,7 +35,7 @@ def small_net(
 ) -> MultiHeadNet:
     torch.manual_seed(seed)
     dim = sequence.input_shape[0]
-    layer = QuantLinear(dim, hidden) if quantized else nn.Linear(dim, hidden)
+    layer = QuantLinear(dim, hidden) if quantized else TaskLinear(dim, hidden)
     return MultiHeadNet(nn.Sequential(layer, nn.ReLU()), hidden, sequence.head_sizes)
 
 

@@ -23,6 +23,8 @@ SETTINGS = TrainSettings(lr=0.1, epochs=6, batch_size=32)
         ("agem", {"per_class": 4, "memory_batch": 16}),
         ("er", {"per_class": 4}),
         ("joint", {}),
+        ("hat", {}),
+        ("packnet", {"retrain_epochs": 2}),
     ],
 )
 def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):

@@ -63,6 +63,7 @@ def _load_trial(trial_dir: Path) -> TrialResult:
         reference=dict(((config.get("run") or {}).get("rl") or {}).get("reference_returns") or {}),
         budget=getattr(latest, "budget", None),
         role=getattr(latest, "role", "continual"),
+        capacity_label=getattr(latest, "capacity_label", None),
     )
 
 

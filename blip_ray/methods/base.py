@@ -28,7 +28,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]
 #: ``(inputs, labels, task ids)``: labelled samples of several tasks, each scored by its own head.
 TaggedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: Hooks only the supervised loop calls; a method overriding one cannot declare the ``rl`` track.
-SUPERVISED_HOOKS = ("training_tasks", "replay", "before_step")
+SUPERVISED_HOOKS = ("training_tasks", "replay", "before_batch", "before_step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +79,11 @@ class TaskSamples:
 class ContinualMethod:
     """Hooks called by a task loop; the defaults implement plain fine-tuning.
 
-    Order per task t: ``before_task`` -> (per minibatch: loss + ``penalty``, backward,
-    ``before_step``, step, ``after_step``) -> best-validation weights restored -> ``after_task`` ->
-    every task evaluated. The supervised loop also asks :meth:`training_tasks` which tasks' data
-    task t trains on and :meth:`replay` what to join to each minibatch (:data:`SUPERVISED_HOOKS`).
+    Order per task t: ``before_task`` -> (per minibatch: ``before_batch``, loss + ``penalty``,
+    backward, ``before_step``, step, ``after_step``) -> best-validation weights restored ->
+    ``after_task`` -> every task evaluated. The supervised loop also asks :meth:`training_tasks`
+    which tasks' data task t trains on and :meth:`replay` what to join to each minibatch
+    (:data:`SUPERVISED_HOOKS`).
     """
 
     name: ClassVar[str] = ""
@@ -94,6 +95,9 @@ class ContinualMethod:
     #: ``continual``, or ``reference`` for a bound the methods are compared with (joint training),
     #: which the report labels and lists after the continual methods.
     role: ClassVar[str] = "continual"
+    #: What :meth:`capacity` counts (``bits frozen``, ``units used``, ``weights owned``); None for
+    #: a method that does not spend a fixed network.
+    capacity_label: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -125,12 +129,20 @@ class ContinualMethod:
         loss is the mean over the joined batch."""
         return None
 
+    def before_batch(self, model: Model, task_id: int, *, epoch_fraction: float) -> None:
+        """Supervised: before each training minibatch; ``epoch_fraction`` is the share of the
+        epoch's samples already seen (0 at the first minibatch)."""
+
     def before_step(self, model: Model, task_id: int) -> None:
         """Supervised: after the backward pass, before gradient clipping and the optimizer step
         (the parameters' ``.grad`` hold the minibatch's gradient and may be rewritten)."""
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         """After task ``task_id`` is trained (supervised: its best-validation weights restored)."""
+
+    def capacity(self, model: Model) -> float | None:
+        """The fraction of the network the finished tasks hold (:attr:`capacity_label`), or None."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Method state carried across tasks (tensors, numbers, lists, dicts of them)."""

@@ -59,6 +59,7 @@ class BlipMethod(ContinualMethod):
     config_class = BlipConfig
     tracks = ("supervised", "rl")
     quantized_trunk = True
+    capacity_label = "bits frozen"
 
     def setup(self, model: Model) -> None:
         layers = quant.blip_layers(model)
@@ -80,6 +81,10 @@ class BlipMethod(ContinualMethod):
             self.config.fisher_batch_size, shuffle=True, limit=self.config.fisher_batches
         )
         quant.end_task(model, task=task_id, batches=batches, log_prob_fn=samples.sampled_log_prob)
+
+    def capacity(self, model: Model) -> float | None:
+        """Frozen bits over all the bits of the quantized parameters (``max_bit`` each)."""
+        return quant.capacity(model).total
 
     def state_bytes(self, model: Model) -> int:
         """BLIP's state is its per-parameter buffers: constant in the number of tasks."""

@@ -23,12 +23,18 @@ class MultiHeadNet(nn.Module):
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in head_sizes)
+        #: Set by a method that gives each task its own part of the trunk (HAT, PackNet): called
+        #: with the task before every task-aware forward, it sets the trunk layers' masks.
+        self.task_conditioner: Callable[[int], None] | None = None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
+        """The trunk's output; ``task`` conditions a task-aware trunk first."""
+        if task is not None and self.task_conditioner is not None:
+            self.task_conditioner(task)
         return self.trunk(x)
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        return self.heads[task](self.trunk(x))
+        return self.heads[task](self.features(x, task))
 
     def on_task_start(self, task: int) -> None:
         """Hook for architecture rules tied to the task index (ResNet freezes BatchNorm after 0)."""

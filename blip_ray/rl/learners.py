@@ -32,7 +32,6 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from blip_ray import quant
 from blip_ray.methods import ContinualMethod, TaskSamples
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.module import ContinualPPOModule
@@ -236,15 +235,16 @@ class ContinualPPOLearner(PPOTorchLearner):
         )
 
     def status(self) -> dict[str, Any]:
-        """Task counters, finished rows and (BLIP) capacity, for the result dict."""
+        """Task counters, finished rows and the method's capacity, for the result dict."""
         module = self.continual_module
         status: dict[str, Any] = {
             "active_task": int(module.active_task),
             "tasks_done": int(module.tasks_done),
             "return_matrix": module.finished_rows(),
         }
-        if quant.blip_layers(module):
-            status["capacity"] = quant.capacity(module).total
+        capacity = self.method.capacity(module)
+        if capacity is not None:
+            status["capacity"] = capacity
         return status
 
     def _weights_changed(self) -> None:

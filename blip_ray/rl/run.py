@@ -127,6 +127,7 @@ def _train(
             curve=curve,
             env_steps=env_steps,
             role=METHODS[settings.method].role,
+            capacity_label=METHODS[settings.method].capacity_label,
             algorithm=algo,
         )
         curve, started = [], time.perf_counter()

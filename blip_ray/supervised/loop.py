@@ -25,7 +25,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from blip_ray import quant
 from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.methods.base import ContinualMethod, TaskSamples
 from blip_ray.methods.memory import join, multi_head_loss
@@ -171,6 +170,10 @@ class TaskBatches:
                 tasks[idx].to(self.device, non_blocking=True),
             )
 
+    def training_size(self) -> int:
+        """Training samples of one epoch (the union's, when tasks are joined)."""
+        return sum(len(task.train) for task in self.tasks.values())
+
     def _union(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The joined tasks' stored training inputs, labels and task ids, in task order."""
         if self._joined_train is None:
@@ -260,7 +263,6 @@ def run_sequence(
         row = evaluate_all(model, sequence, device=device, batch_size=settings.eval_batch_size)
         rows.append(row)
         t3 = time.perf_counter()
-        blip_layers = quant.blip_layers(model)
         yield TaskRecord(
             task=task_id,
             task_name=task.name,
@@ -277,7 +279,8 @@ def run_sequence(
             end_task_s=t2 - t1,
             eval_s=t3 - t2,
             task_wall_s=t3 - t0,
-            capacity=quant.capacity(model).total if blip_layers else None,
+            capacity=method.capacity(model),
+            capacity_label=method.capacity_label,
             state_bytes=method.state_bytes(model),
             role=method.role,
             state=LoopState(
@@ -335,7 +338,10 @@ def train_epoch(
     """One pass over the task's training data: loss (with the method's replayed samples joined)
     + penalty, backward, the method's gradient hook, clipping, step, the method's per-step hook."""
     model.train()
+    seen, total = 0, batches.training_size()
     for x, y, tasks in batches.training(settings.batch_size):
+        method.before_batch(model, task_id, epoch_fraction=seen / total)
+        seen += len(y)
         replayed = method.replay(model, task_id, len(y))
         if replayed is not None:
             x, y, tasks = join((x, y, _task_ids(tasks, y)), replayed)
