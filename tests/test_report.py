@@ -183,6 +183,29 @@ def test_a_reference_is_labelled_and_listed_last_and_growing_state_shows_its_gro
     assert "| 0 B |" in lines[3]  # constant: one number
 
 
+def test_capacity_of_bits_units_and_weights_is_labelled_in_the_table_and_one_plot(
+    tmp_path: Path,
+) -> None:
+    matrix = MATRICES[("sgd", 0)]
+    trials = [
+        _trial("blip", 0),  # recorded before methods named their capacity: BLIP's bits
+        _trial("hat", 0, capacity=[0.2, 0.3, 0.5], capacity_label="units used", matrix=matrix),
+        _trial(
+            "packnet", 0, capacity=[1 / 3, 2 / 3, 1], capacity_label="weights owned", matrix=matrix
+        ),
+    ]
+    table = markdown_table(trials)
+    assert "| 0.300 (n=1) (bits frozen) |" in table
+    assert "| 0.500 (n=1) (units used) |" in table and "| 1.000 (n=1) (weights owned) |" in table
+    paths = write_report(trials, tmp_path / "out", title="capacity")
+    text = paths.report_md.read_text()
+    assert (
+        "Capacity used per task (blip: bits frozen; hat: units used; packnet: weights owned)"
+        in text
+    )
+    assert (tmp_path / "out" / "capacity.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
 def test_markdown_table_without_ok_trials() -> None:
     assert "No trials with status ok" in markdown_table([_failed()])
 

@@ -21,7 +21,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from blip_ray.records import TrialResult
-from blip_ray.report.tables import UNITS, Group, ok_groups, shared_names, task_name
+from blip_ray.report.tables import (
+    UNITS,
+    Group,
+    capacity_label,
+    ok_groups,
+    shared_names,
+    task_name,
+)
 
 ANNOTATE_MAX_TASKS = 12
 """Heat maps write each cell's value up to this many tasks; beyond, the text would not fit."""
@@ -102,16 +109,19 @@ def _plot_tasks(group: Group) -> Figure:
 
 
 def _plot_capacity(groups: list[Group]) -> Figure:
-    """Seed-mean capacity per task, one line per (method, setting): how fast bits run out."""
+    """Seed-mean capacity per task, one line per (method, setting), each labelled with what it
+    counts (BLIP's bits frozen, HAT's units used, PackNet's weights owned): how fast each method
+    spends its network."""
     figure, axes = _new_figure(8.0, 4.0)
     means = [_mean_over_trials([[trial.capacity] for trial in g.trials])[0] for g in groups]
     for group, capacity in zip(groups, means, strict=True):
-        axes.plot(np.arange(capacity.size), capacity, "o-", label=group.name)
+        label = f"{group.name}: {capacity_label(group.trials)}"
+        axes.plot(np.arange(capacity.size), capacity, "o-", label=label)
     steps = range(max(capacity.size for capacity in means))
     names = [task_name(shared_names([t for g in groups for t in g.trials]), t) for t in steps]
     axes.set_xticks(steps, names, rotation=45 if len(names) > 6 else 0, fontsize="small")
     axes.set_xlabel("after training task")
-    axes.set_ylabel("capacity used (fraction of bits)")
+    axes.set_ylabel("capacity used (fraction of the network)")
     axes.set_ylim(bottom=0)
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
     return figure
@@ -156,5 +166,7 @@ def write_plots(trials: Sequence[TrialResult], out_dir: Path) -> list[tuple[str,
             save(_plot_curves(group), f"curves_{stem}.png", f"{name}: learning curves per game")
     with_capacity = [g for g in plotted if any(c is not None for t in g.trials for c in t.capacity)]
     if with_capacity:
-        save(_plot_capacity(with_capacity), "capacity.png", "BLIP capacity used per task")
+        counted = sorted({f"{g.method}: {capacity_label(g.trials)}" for g in with_capacity})
+        caption = f"Capacity used per task ({'; '.join(counted)})"
+        save(_plot_capacity(with_capacity), "capacity.png", caption)
     return plots

@@ -193,6 +193,21 @@ def _human_bytes(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+def capacity_label(trials: Sequence[TrialResult]) -> str | None:
+    """What the trials' capacity counts; results recorded before methods named it held BLIP's
+    (the only method with a capacity then)."""
+    if not any(c is not None for trial in trials for c in trial.capacity):
+        return None
+    return next((t.capacity_label for t in trials if t.capacity_label), "bits frozen")
+
+
+def _capacity_cell(trials: Sequence[TrialResult]) -> str:
+    """The capacity after the last task and what it counts: ``0.836 ± 0.007 (bits frozen)``."""
+    text = _format_ci([_last(trial.capacity) for trial in trials])
+    label = capacity_label(trials)
+    return f"{text} ({label})" if label and text != "n/a" else text
+
+
 def _state_cell(trials: Sequence[TrialResult]) -> str:
     """Mean state bytes after the last task; ``first → last`` where the first task's differ."""
     last = float(np.mean([_last(trial.state_bytes) for trial in trials]))
@@ -218,7 +233,7 @@ def markdown_table(trials: Sequence[TrialResult]) -> str:
             f"{group.method} (reference)" if reference else group.method,
             group.label,
             *(_format_ci([s[metric.key] for s in scores]) for metric in metrics.METRICS),
-            _format_ci([_last(trial.capacity) for trial in group.trials]),
+            _capacity_cell(group.trials),
             _state_cell(group.trials),
             str(len(group.trials)),
         ]
