@@ -7,7 +7,7 @@ from torch import nn
 
 from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.models.base import MultiHeadNet
-from blip_ray.models.layers import TaskLinear
+from blip_ray.models.task_state import TaskLinear
 from blip_ray.quant import QuantLinear
 from blip_ray.rl.sequences import get_rl_sequence
 from blip_ray.rl.settings import ContinualSettings, RlSettings
@@ -31,12 +31,31 @@ def synthetic_sequence(
 
 
 def small_net(
-    sequence: TaskSequence, *, quantized: bool, hidden: int = 64, seed: int = 0
+    sequence: TaskSequence,
+    *,
+    quantized: bool,
+    hidden: int = 64,
+    seed: int = 0,
+    task_state: str | None = None,
 ) -> MultiHeadNet:
+    """One hidden layer; ``task_state`` gives the plain layer HAT's gates or PackNet's owners."""
     torch.manual_seed(seed)
     dim = sequence.input_shape[0]
-    layer = QuantLinear(dim, hidden) if quantized else TaskLinear(dim, hidden)
+    if quantized:
+        layer = QuantLinear(dim, hidden)
+    else:
+        layer = TaskLinear(dim, hidden, num_tasks=len(sequence), task_state=task_state)
     return MultiHeadNet(nn.Sequential(layer, nn.ReLU()), hidden, sequence.head_sizes)
+
+
+def method_net(sequence: TaskSequence, method: object, **kwargs: object) -> MultiHeadNet:
+    """:func:`small_net` built as ``method`` asks (quantized trunk, per-task state)."""
+    return small_net(
+        sequence,
+        quantized=method.quantized_trunk,
+        task_state=method.trunk_task_state,
+        **kwargs,
+    )
 
 
 def grid_spec(name: str, *extra: str) -> str:

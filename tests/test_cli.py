@@ -119,7 +119,7 @@ CASES = {
     ),
     "bad name": Case("name: use letters", spec=GOOD.replace("name: t", "name: 'a b/c'")),
     "unknown benchmark": Case("unknown 'imagenet21k'", spec=GOOD.replace("pdigits", "imagenet21k")),
-    "unknown method": Case("unknown method 'hat'", spec=GOOD.replace("finetune", "hat")),
+    "unknown method": Case("unknown method 'gem'", spec=GOOD.replace("finetune", "gem")),
     # the RL section
     "rl on a supervised benchmark": Case("rl: only RL benchmarks", spec=GOOD + "rl: {}\n"),
     "unknown rl key": Case("rl: unknown key 'episodes'", spec=RL_GOOD + "rl: {episodes: 3}\n"),
@@ -227,7 +227,7 @@ CASES = {
     **{
         f"the supervised-only {name} on RL": Case(
             f"methods.{name}: does not run on RL benchmarks; cartpole3 accepts blip, finetune, "
-            "frozen, mas, online_ewc, si",
+            "frozen, hat, mas, online_ewc, packnet, si",
             spec=RL_GOOD.replace("finetune", name),
         )
         for name in ("agem", "er", "joint")

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from cl_fixtures import small_net, synthetic_sequence
+from cl_fixtures import method_net, small_net, synthetic_sequence
 from torch import nn
 
 from blip_ray.methods import make_method
 from blip_ray.methods.hat import weight_view
 from blip_ray.methods.packnet import FREE
-from blip_ray.models.layers import TaskConv2d, TaskLinear
+from blip_ray.models.task_state import TaskConv2d, TaskLinear
 from blip_ray.supervised import TrainSettings, run_sequence
 
 FAST = TrainSettings(lr=0.1, epochs=6, batch_size=32)
@@ -22,7 +22,7 @@ def trained(name: str, tasks: int = 3, **hp):
     """The model, method and records after ``tasks`` synthetic tasks, and snapshots after each."""
     seq = synthetic_sequence(tasks=tasks)
     method = make_method(name, **hp)
-    model = small_net(seq, quantized=False)
+    model = method_net(seq, method)
     snapshots, records = [], []
     for record in run_sequence(seq, model, method, settings=FAST, seed=0):
         records.append(record)
@@ -53,7 +53,7 @@ def test_hat_masks_at_smax_are_the_embeddings_signs_and_accumulate_by_max():
     masks = []
     for task in range(3):
         gate = method.task_gates(model, task, method.config.smax)[0].detach()
-        embedding = model.hat_embeddings[0].weight[task].detach()
+        embedding = method.layers[0].gate_embedding[task].detach()
         assert torch.equal(gate > 0.5, embedding > 0)
         masks.append(gate)
     torch.testing.assert_close(method.mask_pre[0], torch.stack(masks).amax(0))
@@ -67,19 +67,20 @@ def test_hat_masks_at_smax_are_the_embeddings_signs_and_accumulate_by_max():
 def test_hat_anneals_s_over_each_epoch_and_compensates_embedding_gradients():
     seq = synthetic_sequence(tasks=2)
     method = make_method("hat", smax=400.0)
-    model = small_net(seq, quantized=False)
+    model = small_net(seq, quantized=False, task_state="gates")
     method.setup(model)
     method.before_batch(model, 0, epoch_fraction=0.0)
     assert method.s == pytest.approx(1 / 400)
     method.before_batch(model, 0, epoch_fraction=0.5)
     assert method.s == pytest.approx((400 - 1 / 400) / 2 + 1 / 400)
     method.s = 2.0
+    embedding = method.layers[0].gate_embedding
     with torch.no_grad():
-        model.hat_embeddings[0].weight.zero_()
-        model.hat_embeddings[0].weight[0, :2] = torch.tensor([0.5, 30.0])
-    model.hat_embeddings[0].weight.grad = torch.ones_like(model.hat_embeddings[0].weight)
+        embedding.zero_()
+        embedding[0, :2] = torch.tensor([0.5, 30.0])
+    embedding.grad = torch.ones_like(embedding)
     method.before_step(model, 0)
-    grad = model.hat_embeddings[0].weight.grad
+    grad = embedding.grad
     # smax / s * (cosh(clamp(s e, +-50)) + 1) / (cosh(e) + 1): e = 0.5, then s e = 60 clamped to 50
     assert float(grad[0, 0]) == pytest.approx(200 * (math.cosh(1.0) + 1) / (math.cosh(0.5) + 1))
     assert float(grad[0, 1]) == pytest.approx(200 * (math.cosh(50.0) + 1) / (math.cosh(30.0) + 1))
@@ -89,9 +90,9 @@ def test_hat_anneals_s_over_each_epoch_and_compensates_embedding_gradients():
 def test_hat_regulariser_counts_the_gates_on_units_still_free():
     seq = synthetic_sequence(tasks=2)
     method = make_method("hat", lamb=0.5)
-    model = small_net(seq, quantized=False)
+    model = small_net(seq, quantized=False, task_state="gates")
     method.setup(model)
-    method.gates = [torch.tensor([0.2, 0.6, 1.0, 0.0])]
+    method.layers[0].last_gate = torch.tensor([0.2, 0.6, 1.0, 0.0])
     assert float(method.penalty(model, 0, None)) == pytest.approx(0.5 * 1.8 / 4)
     method.mask_pre = [torch.tensor([1.0, 0.0, 0.5, 0.0])]
     # sum(gate * (1 - pre)) / sum(1 - pre) = (0 + 0.6 + 0.5 + 0) / 2.5
@@ -110,8 +111,11 @@ def test_hat_weight_view_takes_the_min_of_both_units_and_spreads_a_conv_over_its
 
 def test_hat_refuses_a_trunk_without_task_aware_layers():
     seq = synthetic_sequence(tasks=2)
-    with pytest.raises(ValueError, match="hat needs a plain trunk"):
-        make_method("hat").setup(small_net(seq, quantized=True))
+    for net in (small_net(seq, quantized=True), small_net(seq, quantized=False)):
+        with pytest.raises(
+            ValueError, match="hat needs a plain trunk built with task_state='gates'"
+        ):
+            make_method("hat").setup(net)
 
 
 # --- PackNet -----------------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def test_packnet_prunes_the_smallest_magnitudes_of_the_task_and_zeroes_them():
     seq = synthetic_sequence(tasks=2)
     method = make_method("packnet")
     model = nn.Module()
-    model.trunk = nn.Sequential(TaskLinear(3, 2, bias=False))
+    model.trunk = nn.Sequential(TaskLinear(3, 2, bias=False, num_tasks=2, task_state="masks"))
     model.heads = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
     method.setup(model)
     layer = method.layers[0]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from cl_fixtures import small_net, synthetic_sequence
+from cl_fixtures import method_net, small_net, synthetic_sequence
 
 from blip_ray import quant
 from blip_ray.methods import METHODS, make_method
@@ -19,7 +19,7 @@ BLIP_FAST = {"f_prior": 1e-12, "fisher_batches": 3}
 def run(name: str, *, tasks: int = 3, settings: TrainSettings = FAST, **hp):
     seq = synthetic_sequence(tasks=tasks)
     method = make_method(name, **hp)
-    model = small_net(seq, quantized=method.quantized_trunk)
+    model = method_net(seq, method)
     records = list(run_sequence(seq, model, method, settings=settings, seed=0))
     return seq, model, method, records
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from cl_fixtures import continual_settings
 
+from blip_ray.methods.hat import weight_view
 from blip_ray.rl.callbacks import ContinualTaskCallback, apply_task_to_env_runner, learner_call
 from blip_ray.rl.config import build_ppo_config
 from blip_ray.rl.run import run_sequence
@@ -141,3 +142,39 @@ def test_importance_methods_run_two_cartpole_tasks_through_rllib(ray_session: An
     assert len(records[-1].matrix) == 2 and records[-1].role == "continual"
     assert records[0].state_bytes == records[1].state_bytes > 0  # constant in the tasks
     assert importance[1] >= importance[0] > 0
+
+
+def _first_layer(learner: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first trunk layer's weight and which of its weights task 0 holds for good."""
+    layer = learner.method.layers[0]
+    if learner.method.name == "packnet":
+        held = layer.weight_owner == 0
+    else:  # hat: a weight whose unit task 0 attends to with a gate of exactly 1
+        held = weight_view(layer, learner.method.mask_pre[0], None) == 1.0
+    return layer.weight.detach().clone(), held.clone()
+
+
+@pytest.mark.parametrize(("name", "label"), [("hat", "units used"), ("packnet", "weights owned")])
+def test_isolation_methods_run_two_cartpole_tasks_through_rllib(
+    ray_session: Any, name: str, label: str
+) -> None:
+    settings = continual_settings(
+        name,
+        num_tasks=2,
+        steps_per_task=96,
+        eval_episodes=1,
+        eval_interval=1,
+        eval_max_steps=30,
+        ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 1},
+    )
+    records, layers = [], []
+    for record in run_sequence(settings):
+        records.append(record)
+        layers.append(learner_call(record.algorithm, _first_layer))
+    assert [r.task for r in records] == [0, 1]
+    assert 0 < records[0].capacity <= records[1].capacity <= 1
+    assert records[1].capacity_label == label and records[0].state_bytes == records[1].state_bytes
+    (before, held), (after, _) = layers
+    assert 0 < int(held.sum()) < held.numel()
+    assert torch.equal(before[held], after[held])  # task 1 left task 0's weights bit-identical
+    assert not torch.equal(before[~held], after[~held])

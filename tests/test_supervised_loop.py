@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cl_fixtures import small_net, synthetic_sequence
+from cl_fixtures import method_net, small_net, synthetic_sequence
 
 from blip_ray.methods import make_method
 from blip_ray.supervised import TrainSettings, run_sequence
@@ -32,7 +32,7 @@ def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):
 
     def fresh():
         method = make_method(name, **hp)
-        return small_net(seq, quantized=method.quantized_trunk), method
+        return method_net(seq, method), method
 
     model, method = fresh()
     full = list(run_sequence(seq, model, method, settings=SETTINGS, seed=7))

@@ -45,6 +45,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             input_shape=sequence.input_shape,
             head_sizes=tuple(sequence.head_sizes),
             quantized=method.quantized_trunk,
+            task_state=method.trunk_task_state,
             width=run["width"],
             fc_width=run["fc_width"],
             max_bit=getattr(method.config, "max_bit", DEFAULT_MAX_BIT),

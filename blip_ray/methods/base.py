@@ -28,7 +28,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]
 #: ``(inputs, labels, task ids)``: labelled samples of several tasks, each scored by its own head.
 TaggedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: Hooks only the supervised loop calls; a method overriding one cannot declare the ``rl`` track.
-SUPERVISED_HOOKS = ("training_tasks", "replay", "before_batch", "before_step")
+SUPERVISED_HOOKS = ("training_tasks", "replay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +90,9 @@ class ContinualMethod:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     #: Whether the network's trunk must be built from BLIP's quantized layers.
     quantized_trunk: ClassVar[bool] = False
+    #: Per-task state the plain trunk layers must carry (``ModelOptions.task_state``): ``gates``
+    #: (HAT), ``masks`` (PackNet) or None.
+    trunk_task_state: ClassVar[str | None] = None
     #: The tracks the method runs on: ``supervised`` (classifiers) and/or ``rl`` (the PPO module).
     tracks: ClassVar[tuple[str, ...]] = ("supervised",)
     #: ``continual``, or ``reference`` for a bound the methods are compared with (joint training),
@@ -130,12 +133,12 @@ class ContinualMethod:
         return None
 
     def before_batch(self, model: Model, task_id: int, *, epoch_fraction: float) -> None:
-        """Supervised: before each training minibatch; ``epoch_fraction`` is the share of the
-        epoch's samples already seen (0 at the first minibatch)."""
+        """Before each training minibatch; ``epoch_fraction`` is the share of the epoch already
+        seen (0 at the first minibatch; RL: of the PPO epoch's minibatches)."""
 
     def before_step(self, model: Model, task_id: int) -> None:
-        """Supervised: after the backward pass, before gradient clipping and the optimizer step
-        (the parameters' ``.grad`` hold the minibatch's gradient and may be rewritten)."""
+        """After the backward pass, before gradient clipping and the optimizer step (the
+        parameters' ``.grad`` hold the minibatch's gradient and may be rewritten in place)."""
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         """After task ``task_id`` is trained (supervised: its best-validation weights restored)."""

@@ -14,7 +14,8 @@ units, and each embedding's by ``smax / s * (cosh(clamp(s e, +-thres_cosh)) + 1)
 after the step the embeddings are clamped to ``+-thres_emb``. At a task end the task's gates at
 ``s = smax`` join ``mask_pre`` by an element-wise max. Evaluation of task t uses its gates at
 ``s = smax`` (binary but where an embedding is within about 0.02 of 0). The optimizer is new for
-every task (the task loop's rule). Runs on chain trunks of plain layers (mlp, alexnet32/84).
+every task (the task loop's rule). Runs on chain trunks of plain layers (mlp, alexnet32/84 and
+the RL trunks). RL: ``s`` anneals over each PPO epoch's minibatches; env runners act at ``smax``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
 from blip_ray.methods.base import (
     ContinualMethod,
@@ -35,7 +35,7 @@ from blip_ray.methods.base import (
     require,
     tensor_bytes,
 )
-from blip_ray.models.layers import TaskConv2d, TaskLinear, task_layers
+from blip_ray.models.task_state import TaskConv2d, TaskLinear, task_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,41 +86,41 @@ class HatMethod(ContinualMethod):
     tasks attend to are blocked."""
 
     config_class = HatConfig
+    tracks = ("supervised", "rl")
     capacity_label = "units used"
+    trunk_task_state = "gates"
 
     def setup(self, model: Model) -> None:
         self.layers = task_layers(model.trunk)
-        if not self.layers:
-            raise ValueError("hat needs a plain trunk (task-aware Linear/Conv2d layers), got none")
-        # On the model, so the optimizer trains them and its state dict carries them.
-        model.hat_embeddings = nn.ModuleList(
-            nn.Embedding(len(model.heads), units(layer)) for layer in self.layers
-        )
+        if not self.layers or any(layer.task_state != "gates" for layer in self.layers):
+            raise ValueError("hat needs a plain trunk built with task_state='gates'")
+        _check_chain(self.layers)
+        for layer in self.layers:  # the layers evaluate (and act) at smax
+            layer.gate_smax.fill_(self.config.smax)
         self.s = 1.0 / self.config.smax
-        self.gates: list[torch.Tensor] = []
         self.mask_pre: list[torch.Tensor] | None = None
-        model.task_conditioner = lambda task: self._condition(model, task)
 
     def task_gates(self, model: Model, task: int, s: float) -> list[torch.Tensor]:
         """``sigmoid(s * e_task)`` of every layer."""
-        return [torch.sigmoid(s * emb.weight[task]) for emb in model.hat_embeddings]
+        return [layer.task_gate(task, s) for layer in self.layers]
 
-    def _condition(self, model: Model, task: int) -> None:
-        self.gates = self.task_gates(model, task, self.s if model.training else self.config.smax)
-        for layer, gate in zip(self.layers, self.gates, strict=True):
-            layer.unit_gate = gate
+    def embeddings(self) -> list[torch.nn.Parameter]:
+        return [layer.gate_embedding for layer in self.layers]
 
     def before_batch(self, model: Model, task_id: int, *, epoch_fraction: float) -> None:
         smax = self.config.smax
         self.s = (smax - 1.0 / smax) * epoch_fraction + 1.0 / smax
+        for layer in self.layers:
+            layer.gate_s = self.s
 
     def penalty(self, model: Model, task_id: int, inputs: torch.Tensor) -> torch.Tensor | None:
+        gates = [layer.last_gate for layer in self.layers]  # of the minibatch's forward
         if self.mask_pre is None:
-            reg = sum(gate.sum() for gate in self.gates)
-            count = sum(gate.numel() for gate in self.gates)
+            reg = sum(gate.sum() for gate in gates)
+            count = sum(gate.numel() for gate in gates)
         else:
             free = [1 - mask for mask in self.mask_pre]
-            reg = sum((gate * f).sum() for gate, f in zip(self.gates, free, strict=True))
+            reg = sum((gate * f).sum() for gate, f in zip(gates, free, strict=True))
             count = float(sum(f.sum() for f in free))
         if count == 0:  # every unit is taken: nothing left to keep sparse
             return None
@@ -136,18 +136,17 @@ class HatMethod(ContinualMethod):
                     layer.bias.grad.mul_(1 - mask)
                 previous = mask
         smax, s = self.config.smax, self.s
-        for emb in model.hat_embeddings:
-            if emb.weight.grad is not None:
-                e = emb.weight.detach()
-                num = torch.cosh(
-                    torch.clamp(s * e, -self.config.thres_cosh, self.config.thres_cosh)
-                )
-                emb.weight.grad.mul_(smax / s * (num + 1) / (torch.cosh(e) + 1))
+        bound = self.config.thres_cosh
+        for emb in self.embeddings():
+            if emb.grad is not None:
+                e = emb.detach()
+                num = torch.cosh(torch.clamp(s * e, -bound, bound))
+                emb.grad.mul_(smax / s * (num + 1) / (torch.cosh(e) + 1))
 
     def after_step(self, model: Model, task_id: int) -> None:
         with torch.no_grad():
-            for emb in model.hat_embeddings:
-                emb.weight.clamp_(-self.config.thres_emb, self.config.thres_emb)
+            for emb in self.embeddings():
+                emb.clamp_(-self.config.thres_emb, self.config.thres_emb)
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         with torch.no_grad():
@@ -167,10 +166,21 @@ class HatMethod(ContinualMethod):
     def state_bytes(self, model: Model) -> int:
         """The accumulated mask and the task embeddings (one row per task of the sequence, kept
         in the model): constant in the number of tasks."""
-        return tensor_bytes(self.state_dict()) + tensor_bytes(model.hat_embeddings.state_dict())
+        return tensor_bytes(self.state_dict()) + tensor_bytes(self.embeddings())
 
     def state_dict(self) -> dict[str, Any]:
         return {"mask_pre": self.mask_pre}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mask_pre = None if state["mask_pre"] is None else list(state["mask_pre"])
+
+
+def _check_chain(layers: list[TaskLinear | TaskConv2d]) -> None:
+    """HAT's weight masks pair each layer with the one before it: refuse a trunk with branches."""
+    for before, layer in zip(layers, layers[1:], strict=False):
+        inputs = layer.in_features if isinstance(layer, TaskLinear) else layer.in_channels
+        if inputs % units(before):
+            raise ValueError(
+                "hat needs a chain trunk (mlp, alexnet32, alexnet84, atari_cnn, the RL mlp); "
+                f"a layer of {inputs} inputs follows one of {units(before)} units"
+            )

@@ -7,11 +7,14 @@ batch-norm fixed; ``apply_mask(t)``: task t's inference zeroes the weights of la
 ``src/main.py`` (``--prune_perc_per_layer 0.5``) and ``src/scripts/run_sequence.sh`` (prune, then
 ``--post_prune_epochs 10`` at a tenth of the training learning rate).
 
-Here task 0 also trains the biases (the reference starts from a pretrained network; a network
-trained from scratch needs them) and they are fixed from task 1 on, as every non-weight
-parameter of the trunk. Released weights stay 0 until a later task trains them. Share schedule:
-by default every task keeps an equal share of the trunk's weights (task t of T prunes
-``1 - 1/(T - t)`` of the weights it trained; the last keeps all), or ``prune_ratio`` of them.
+RL: the task's last training batch is the retraining set, and with no labels the kept weights are
+retrained to the unpruned policy's action probabilities on those states (no env steps: the task's
+budget is its PPO steps). Here task 0 also trains the biases (the reference starts from a
+pretrained network; a network trained from scratch needs them) and they are fixed from task 1 on,
+as every non-weight parameter of the trunk. Released weights stay 0 until a later task trains them.
+Share schedule: by default every task keeps an equal share of the trunk's weights (task t of T
+prunes ``1 - 1/(T - t)`` of the weights it trained; the last keeps all), or ``prune_ratio`` of
+them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from blip_ray.methods.base import (
     ContinualMethod,
@@ -29,11 +33,10 @@ from blip_ray.methods.base import (
     TaskSamples,
     register_method,
     require,
+    tensor_bytes,
 )
-from blip_ray.models.layers import task_layers
-
-#: Owner of a weight no task holds (trained by the next task).
-FREE = -1
+from blip_ray.models.task_state import FREE_WEIGHT as FREE
+from blip_ray.models.task_state import task_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,27 +69,23 @@ class PacknetMethod(ContinualMethod):
     """Each trunk weight belongs to one task; task t sees the weights of tasks 0..t only."""
 
     config_class = PacknetConfig
+    tracks = ("supervised", "rl")
     capacity_label = "weights owned"
+    trunk_task_state = "masks"
 
     def setup(self, model: Model) -> None:
         self.layers = task_layers(model.trunk)
-        if not self.layers:
-            raise ValueError("packnet needs a plain trunk (task-aware Linear/Conv2d layers)")
-        self.num_tasks = len(model.heads)
-        self.owner = [
-            torch.full_like(layer.weight, FREE, dtype=torch.int16) for layer in self.layers
-        ]
+        if not self.layers or any(layer.task_state != "masks" for layer in self.layers):
+            raise ValueError("packnet needs a plain trunk built with task_state='masks'")
+        self.num_tasks = len(model.heads) if hasattr(model, "heads") else model.num_tasks
         weights = {id(layer.weight) for layer in self.layers}
         self.fixed = [p for p in model.trunk.parameters() if id(p) not in weights]
         self.task = 0
-        self._masks: dict[int, list[torch.Tensor]] = {}
-        model.task_conditioner = self._condition
 
-    def _condition(self, task: int) -> None:
-        if task not in self._masks:  # weights of later tasks are cut; released ones are 0
-            self._masks[task] = [(own <= task).to(lay.weight.dtype) for own, lay in self._owned()]
-        for layer, mask in zip(self.layers, self._masks[task], strict=True):
-            layer.weight_mask = mask
+    @property
+    def owner(self) -> list[torch.Tensor]:
+        """Each layer's ``weight_owner`` (in the model: copies and checkpoints carry it)."""
+        return [layer.weight_owner for layer in self.layers]
 
     def _owned(self) -> list[tuple[torch.Tensor, Any]]:
         return list(zip(self.owner, self.layers, strict=True))
@@ -95,7 +94,6 @@ class PacknetMethod(ContinualMethod):
         self.task = task_id
         for own in self.owner:
             own[own == FREE] = task_id
-        self._masks.clear()
 
     def before_step(self, model: Model, task_id: int) -> None:
         for own, layer in self._owned():
@@ -103,7 +101,8 @@ class PacknetMethod(ContinualMethod):
                 layer.weight.grad.mul_(own == task_id)
         if task_id > 0:
             for param in self.fixed:
-                param.grad = None
+                if param.grad is not None:
+                    param.grad.zero_()
 
     def share(self, task_id: int) -> float:
         """Fraction of the task's weights released at its end."""
@@ -112,8 +111,17 @@ class PacknetMethod(ContinualMethod):
         return 1.0 - 1.0 / max(self.num_tasks - task_id, 1)
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
+        size = self.config.retrain_batch_size
+        first = next(iter(samples.batches(size)), None)
+        teacher = None
+        if first is not None and first[1] is None:  # RL states: distil the unpruned policy
+            with torch.no_grad():
+                teacher = [
+                    (x, F.softmax(samples.logits(model, x), dim=1))
+                    for x, _ in samples.batches(size, shuffle=True)
+                ]
         self.prune(task_id, self.share(task_id))
-        self.retrain(model, task_id, samples)
+        self.retrain(model, task_id, samples, teacher)
 
     @torch.no_grad()
     def prune(self, task_id: int, fraction: float) -> None:
@@ -128,10 +136,16 @@ class PacknetMethod(ContinualMethod):
             release = mine & (layer.weight.abs() <= cutoff)
             own[release] = FREE
             layer.weight[release] = 0.0
-        self._masks.clear()
 
-    def retrain(self, model: Model, task_id: int, samples: TaskSamples) -> None:
-        """Train the task's kept weights (and head) again on its samples."""
+    def retrain(
+        self,
+        model: Model,
+        task_id: int,
+        samples: TaskSamples,
+        teacher: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
+        """Train the task's kept weights (and head) again: on the labels (supervised), or towards
+        the unpruned policy's action probabilities on the task's states (``teacher``, RL)."""
         if self.config.retrain_epochs == 0:
             return
         params = [p for p in model.parameters() if p.requires_grad]
@@ -139,8 +153,13 @@ class PacknetMethod(ContinualMethod):
         was_training = model.training
         model.train()
         for _ in range(self.config.retrain_epochs):
-            for batch in samples.batches(self.config.retrain_batch_size, shuffle=True):
-                loss = samples.nll(model, batch).mean()
+            if teacher is None:
+                batches = samples.batches(self.config.retrain_batch_size, shuffle=True)
+                losses = (samples.nll(model, batch).mean() for batch in batches)
+            else:
+                order = torch.randperm(len(teacher)).tolist()
+                losses = (_soft_nll(samples, model, *teacher[i]) for i in order)
+            for loss in losses:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.before_step(model, task_id)
@@ -152,13 +171,19 @@ class PacknetMethod(ContinualMethod):
         owned = sum(int(((own >= 0) & (own <= self.task)).sum()) for own in self.owner)
         return owned / sum(own.numel() for own in self.owner)
 
+    def state_bytes(self, model: Model) -> int:
+        """The owner of every trunk weight (kept in the model): constant in the tasks."""
+        return tensor_bytes(self.owner)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"owner": self.owner, "task": self.task}
+        return {"task": self.task}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.owner = [
-            own.to(layer.weight.device, copy=True)
-            for own, layer in zip(state["owner"], self.layers, strict=True)
-        ]
         self.task = int(state["task"])
-        self._masks.clear()
+
+
+def _soft_nll(
+    samples: TaskSamples, model: Model, inputs: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the task head's policy against ``target`` probabilities."""
+    return -(target * F.log_softmax(samples.logits(model, inputs), dim=1)).sum(1).mean()

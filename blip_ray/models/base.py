@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from blip_ray.models.task_state import set_task, task_layers
 from blip_ray.quant.layers import DEFAULT_MAX_BIT, VARIANTS
 
 
@@ -23,14 +24,13 @@ class MultiHeadNet(nn.Module):
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in head_sizes)
-        #: Set by a method that gives each task its own part of the trunk (HAT, PackNet): called
-        #: with the task before every task-aware forward, it sets the trunk layers' masks.
-        self.task_conditioner: Callable[[int], None] | None = None
+        # Trunk layers with per-task state (HAT's gates, PackNet's owners): not submodules again.
+        self.task_layers = task_layers(trunk)
 
     def features(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
-        """The trunk's output; ``task`` conditions a task-aware trunk first."""
-        if task is not None and self.task_conditioner is not None:
-            self.task_conditioner(task)
+        """The trunk's output; with ``task``, a trunk with per-task state serves that task."""
+        if task is not None and self.task_layers:
+            set_task(self.task_layers, task)
         return self.trunk(x)
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
@@ -64,6 +64,8 @@ class ModelOptions:
     alexnet32, atari_cnn); ``None`` keeps the paper's rule."""
     max_bit: int = DEFAULT_MAX_BIT
     """BLIP's bit budget per parameter (quantized layers only; the paper uses 20)."""
+    task_state: str | None = None
+    """Per-task state of the plain trunk layers: ``gates`` (HAT) or ``masks`` (PackNet)."""
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -74,6 +76,10 @@ class ModelOptions:
             raise ValueError(f"head_sizes must be non-empty and positive, got {self.head_sizes}")
         if self.fc_width is not None and self.fc_width < 1:
             raise ValueError(f"fc_width must be >= 1 when set, got {self.fc_width}")
+        if self.task_state not in (None, "gates", "masks"):
+            raise ValueError(f"task_state must be gates, masks or None, got {self.task_state!r}")
+        if self.task_state is not None and self.quantized:
+            raise ValueError("a quantized trunk has no per-task state (task_state needs plain)")
 
 
 ModelBuilder = Callable[[ModelOptions], MultiHeadNet]

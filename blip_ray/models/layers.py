@@ -12,50 +12,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import torch
 from torch import nn
-from torch.nn import functional as F
 
 from blip_ray.models.base import ModelOptions
+from blip_ray.models.task_state import TaskConv2d, TaskLinear
 from blip_ray.quant.layers import QuantConv2d, QuantLinear
 
 LayerT = TypeVar("LayerT", nn.Linear, nn.Conv2d)
-
-
-class TaskLinear(nn.Linear):
-    """A plain trunk ``Linear`` that a task-aware method can modulate per forward.
-
-    ``weight_mask`` multiplies the weight element-wise; ``unit_gate`` (one value per output unit)
-    multiplies the output. The gate acts before the activation that follows, which equals gating
-    after it for ReLU, max-pooling and dropout (a gate >= 0 per unit commutes with each) and for
-    any activation once the gate is binary.
-    """
-
-    weight_mask: torch.Tensor | None = None
-    unit_gate: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight if self.weight_mask is None else self.weight * self.weight_mask
-        out = F.linear(x, weight, self.bias)
-        return out if self.unit_gate is None else out * self.unit_gate
-
-
-class TaskConv2d(nn.Conv2d):
-    """A plain trunk ``Conv2d`` with :class:`TaskLinear`'s ``weight_mask`` and ``unit_gate`` (one
-    value per output channel)."""
-
-    weight_mask: torch.Tensor | None = None
-    unit_gate: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight if self.weight_mask is None else self.weight * self.weight_mask
-        out = self._conv_forward(x, weight, self.bias)
-        return out if self.unit_gate is None else out * self.unit_gate.view(1, -1, 1, 1)
-
-
-def task_layers(trunk: nn.Module) -> list[TaskLinear | TaskConv2d]:
-    """The trunk's task-aware layers in registration order (forward order for chain trunks)."""
-    return [m for m in trunk.modules() if isinstance(m, TaskLinear | TaskConv2d)]
 
 
 def trunk_linear(
@@ -70,7 +33,14 @@ def trunk_linear(
             variant=options.variant,  # type: ignore[arg-type]
             max_bit=options.max_bit,
         )
-    return _plain_init(TaskLinear(in_features, out_features, bias=bias), options.variant)
+    layer = TaskLinear(
+        in_features,
+        out_features,
+        bias=bias,
+        num_tasks=len(options.head_sizes),
+        task_state=options.task_state,
+    )
+    return _plain_init(layer, options.variant)
 
 
 def trunk_conv(
@@ -96,7 +66,14 @@ def trunk_conv(
             max_bit=options.max_bit,
         )
     conv = TaskConv2d(
-        in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        bias=bias,
+        num_tasks=len(options.head_sizes),
+        task_state=options.task_state,
     )
     return _plain_init(conv, options.variant)
 

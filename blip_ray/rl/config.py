@@ -68,6 +68,7 @@ def module_spec(settings: ContinualSettings) -> RLModuleSpec:
         action_counts=sequence.action_counts[: settings.num_tasks],
         quantized=method.quantized_trunk,
         max_bit=getattr(method.config, "max_bit", ModuleSettings.max_bit),
+        task_state=method.trunk_task_state,
     )
     return RLModuleSpec(module_class=ContinualPPOModule, model_config=module.to_dict())
 

@@ -3,6 +3,10 @@
 PPO itself (loss, GAE, minibatching, gradient clipping) is RLlib's; this class only adds the hooks a
 method needs, all with ``super()``:
 
+- ``_uncompiled_update``: before every minibatch, the method's ``before_batch`` (HAT's gate
+  temperature) with the minibatch's place in its epoch;
+- ``compute_gradients``: after the backward pass, the method's ``before_step`` (HAT's and
+  PackNet's gradient masks), before RLlib's gradient clipping;
 - ``apply_gradients``: after every optimizer step, the method's ``after_step`` (BLIP's clipping);
 - ``compute_loss_for_module``: PPO's loss plus the method's ``penalty`` (online EWC);
 - ``configure_optimizers_for_module``: Adam with the paper's epsilon, learning rate owned here;
@@ -151,6 +155,24 @@ class ContinualPPOLearner(PPOTorchLearner):
         ppo = self.settings.rl.ppo
         optimizer = torch.optim.Adam(params, lr=ppo.lr, eps=ppo.adam_eps)
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params)
+
+    @override(PPOTorchLearner)
+    def _uncompiled_update(self, batch: dict, **kwargs: Any) -> Any:
+        minibatches = self.settings.rl.ppo.num_minibatches
+        position = getattr(self, "_minibatches_done", 0) % minibatches
+        self._minibatches_done = position + 1
+        self.method.before_batch(
+            self.continual_module, self.active_task, epoch_fraction=position / minibatches
+        )
+        return super()._uncompiled_update(batch, **kwargs)
+
+    @override(PPOTorchLearner)
+    def compute_gradients(self, loss_per_module: dict[str, Any], **kwargs: Any) -> dict:
+        gradients = super().compute_gradients(loss_per_module, **kwargs)
+        if not gradients:
+            return gradients
+        self.method.before_step(self.continual_module, self.active_task)
+        return {pid: self._params[pid].grad for pid in gradients}  # a method may swap a .grad
 
     @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict: dict) -> None:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from blip_ray.models import ModelOptions, atari_trunk, trunk_linear
+from blip_ray.models.task_state import set_task, task_layers
 from blip_ray.quant import DEFAULT_MAX_BIT, QuantMixin
 
 #: Logit of padded actions. Finite on purpose: softmax gives them exactly probability 0, and the
@@ -56,6 +57,9 @@ class ModuleSettings:
     """``atari_cnn`` hidden width override (the paper: 1024)."""
     mlp_hidden: tuple[int, ...] = (64, 64)
     """``mlp`` hidden widths, tanh after each (the official ``MLPBase``)."""
+    task_state: str | None = None
+    """Per-task state of the plain trunk layers (HAT's ``gates``, PackNet's ``masks``): in every
+    copy, env runners' included, since acting for a task needs it."""
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:
@@ -87,6 +91,7 @@ class ModuleSettings:
             width=self.width,
             fc_width=self.fc_width,
             max_bit=self.max_bit,
+            task_state=self.task_state,
         )
 
 
@@ -144,6 +149,7 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         self.trunk, self.feature_dim = TRUNKS[settings.trunk](
             self.observation_space, settings, quantized
         )
+        self.task_layers = task_layers(self.trunk)  # a list, not submodules a second time
         counts = settings.action_counts
         self.pi = nn.ModuleList(_head(self.feature_dim, n, POLICY_HEAD_GAIN) for n in counts)
         self.vf = nn.ModuleList(_head(self.feature_dim, 1, VALUE_HEAD_GAIN) for _ in counts)
@@ -171,17 +177,20 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
     def num_tasks(self) -> int:
         return len(self.pi)
 
-    def features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Trunk features of raw env observations (channels-last images are permuted here)."""
+    def features(self, obs: torch.Tensor, task: int | None = None) -> torch.Tensor:
+        """Trunk features of raw env observations (channels-last images are permuted here) for
+        ``task`` (default: the active task), which a trunk with per-task state serves."""
         x = obs.permute(0, 3, 1, 2) if self.image_input else obs
         x = x.float()
         if self.input_scale is not None:
             x = x * self.input_scale
+        if self.task_layers:
+            set_task(self.task_layers, self._task() if task is None else task)
         return self.trunk(x)
 
     def policy_logits(self, obs: torch.Tensor, task: int) -> torch.Tensor:
         """Task ``task``'s head on ``obs``, unpadded (for evaluation and the Fisher)."""
-        return self.pi[task](self.features(obs))
+        return self.pi[task](self.features(obs, task))
 
     def padded_logits(self, features: torch.Tensor, task: int) -> torch.Tensor:
         """Head ``task`` padded to the action space with :data:`MASKED_LOGIT`."""
