@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from blip_ray.models.bayesian import DEFAULT_RATIO
 from blip_ray.quant.layers import DEFAULT_MAX_BIT, VARIANTS
 
 
 class MultiHeadNet(nn.Module):
-    """``trunk`` (quantized for BLIP, plain otherwise) -> ``heads[task]``.
+    """``trunk`` (quantized for BLIP, Bayesian for UCL, plain otherwise) -> ``heads[task]``.
 
     The split is explicit: methods that act on the shared representation (BLIP, frozen trunk, EWC
     penalties) touch ``trunk`` only; heads are never quantized or clipped.
@@ -39,7 +40,8 @@ class ModelOptions:
     """How to build a network for a sequence.
 
     ``quantized`` swaps every trunk Linear/Conv2d for BLIP's quantized layer (``variant`` picks the
-    classification or RL parameterisation); ``width`` is the paper's ``mul`` multiplier.
+    classification or RL parameterisation), ``bayesian`` for UCL's Bayesian layer; ``width`` is the
+    paper's ``mul`` multiplier.
     """
 
     input_shape: tuple[int, ...]
@@ -58,6 +60,11 @@ class ModelOptions:
     alexnet32, atari_cnn); ``None`` keeps the paper's rule."""
     max_bit: int = DEFAULT_MAX_BIT
     """BLIP's bit budget per parameter (quantized layers only; the paper uses 20)."""
+    bayesian: bool = False
+    """Build the trunk from UCL's Bayesian layers (a mean per weight, one sigma per output unit;
+    heads stay plain ``nn.Linear``)."""
+    ratio: float = DEFAULT_RATIO
+    """UCL's share of the init variance ``2/fan`` given to the noise (Bayesian layers only)."""
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -68,6 +75,10 @@ class ModelOptions:
             raise ValueError(f"head_sizes must be non-empty and positive, got {self.head_sizes}")
         if self.fc_width is not None and self.fc_width < 1:
             raise ValueError(f"fc_width must be >= 1 when set, got {self.fc_width}")
+        if self.quantized and self.bayesian:
+            raise ValueError("a trunk is quantized or Bayesian, not both")
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
 
 
 ModelBuilder = Callable[[ModelOptions], MultiHeadNet]

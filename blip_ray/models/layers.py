@@ -1,7 +1,8 @@
-"""Trunk layers from :class:`ModelOptions`: the one place that decides plain versus quantized.
+"""Trunk layers from :class:`ModelOptions`: the one place that decides plain, quantized (BLIP) or
+Bayesian (UCL).
 
-Every network builds its trunk's Linear/Conv2d layers here, so "quantized trunk, plain heads" and
-the init of each variant hold for all of them by construction.
+Every network builds its trunk's Linear/Conv2d layers here, so "quantized or Bayesian trunk, plain
+heads" and the init of each variant hold for all of them by construction.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TypeVar
 from torch import nn
 
 from blip_ray.models.base import ModelOptions
+from blip_ray.models.bayesian import BayesianConv2d, BayesianLinear
 from blip_ray.quant.layers import QuantConv2d, QuantLinear
 
 LayerT = TypeVar("LayerT", nn.Linear, nn.Conv2d)
@@ -18,8 +20,11 @@ LayerT = TypeVar("LayerT", nn.Linear, nn.Conv2d)
 
 def trunk_linear(
     options: ModelOptions, in_features: int, out_features: int, *, bias: bool = True
-) -> nn.Linear:
-    """A trunk ``Linear``: BLIP's :class:`QuantLinear` when ``options.quantized``, else plain."""
+) -> nn.Linear | BayesianLinear:
+    """A trunk ``Linear``: BLIP's :class:`QuantLinear` when ``options.quantized``, UCL's
+    :class:`BayesianLinear` when ``options.bayesian``, else plain."""
+    if options.bayesian:
+        return BayesianLinear(in_features, out_features, bias=bias, ratio=options.ratio)
     if options.quantized:
         return QuantLinear(
             in_features,
@@ -40,8 +45,19 @@ def trunk_conv(
     stride: int = 1,
     padding: int = 0,
     bias: bool = True,
-) -> nn.Conv2d:
-    """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, else plain."""
+) -> nn.Conv2d | BayesianConv2d:
+    """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, UCL's
+    :class:`BayesianConv2d` when ``options.bayesian``, else plain."""
+    if options.bayesian:
+        return BayesianConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=bias,
+            ratio=options.ratio,
+        )
     if options.quantized:
         return QuantConv2d(
             in_channels,
