@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from blip_ray.data.base import Split, Task, TaskSequence
-from blip_ray.models.base import MultiHeadNet
+from blip_ray.models import ModelOptions, MultiHeadNet, trunk_linear
 from blip_ray.quant import QuantLinear
 from blip_ray.rl.sequences import get_rl_sequence
 from blip_ray.rl.settings import ContinualSettings, RlSettings
@@ -30,11 +30,21 @@ def synthetic_sequence(
 
 
 def small_net(
-    sequence: TaskSequence, *, quantized: bool, hidden: int = 64, seed: int = 0
+    sequence: TaskSequence,
+    *,
+    quantized: bool,
+    bayesian: bool = False,
+    hidden: int = 64,
+    seed: int = 0,
 ) -> MultiHeadNet:
+    """One trunk layer (plain, BLIP's quantized or UCL's Bayesian) -> ReLU -> per-task heads."""
     torch.manual_seed(seed)
     dim = sequence.input_shape[0]
-    layer = QuantLinear(dim, hidden) if quantized else nn.Linear(dim, hidden)
+    if bayesian:
+        options = ModelOptions((dim,), tuple(sequence.head_sizes), bayesian=True)
+        layer = trunk_linear(options, dim, hidden)
+    else:
+        layer = QuantLinear(dim, hidden) if quantized else nn.Linear(dim, hidden)
     return MultiHeadNet(nn.Sequential(layer, nn.ReLU()), hidden, sequence.head_sizes)
 
 

@@ -19,7 +19,7 @@ BLIP_FAST = {"f_prior": 1e-12, "fisher_batches": 3}
 def run(name: str, *, tasks: int = 3, settings: TrainSettings = FAST, **hp):
     seq = synthetic_sequence(tasks=tasks)
     method = make_method(name, **hp)
-    model = small_net(seq, quantized=method.quantized_trunk)
+    model = small_net(seq, quantized=method.quantized_trunk, bayesian=method.bayesian_trunk)
     records = list(run_sequence(seq, model, method, settings=settings, seed=0))
     return seq, model, method, records
 

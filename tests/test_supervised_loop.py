@@ -23,6 +23,7 @@ SETTINGS = TrainSettings(lr=0.1, epochs=6, batch_size=32)
         ("agem", {"per_class": 4, "memory_batch": 16}),
         ("er", {"per_class": 4}),
         ("joint", {}),
+        ("ucl", {"alpha": 0.3, "beta": 0.002}),
     ],
 )
 def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):
@@ -30,7 +31,9 @@ def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):
 
     def fresh():
         method = make_method(name, **hp)
-        return small_net(seq, quantized=method.quantized_trunk), method
+        return small_net(
+            seq, quantized=method.quantized_trunk, bayesian=method.bayesian_trunk
+        ), method
 
     model, method = fresh()
     full = list(run_sequence(seq, model, method, settings=SETTINGS, seed=7))
