@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from blip_ray.data.base import Split, Task, TaskSequence
-from blip_ray.models.base import MultiHeadNet
+from blip_ray.models import ModelOptions, MultiHeadNet, trunk_linear
 from blip_ray.models.task_state import TaskLinear
 from blip_ray.quant import QuantLinear
 from blip_ray.rl.sequences import get_rl_sequence
@@ -34,14 +34,19 @@ def small_net(
     sequence: TaskSequence,
     *,
     quantized: bool,
+    bayesian: bool = False,
     hidden: int = 64,
     seed: int = 0,
     task_state: str | None = None,
 ) -> MultiHeadNet:
-    """One hidden layer; ``task_state`` gives the plain layer HAT's gates or PackNet's owners."""
+    """One trunk layer (plain, BLIP's quantized or UCL's Bayesian) -> ReLU -> per-task heads;
+    ``task_state`` gives the plain layer HAT's gates or PackNet's owners."""
     torch.manual_seed(seed)
     dim = sequence.input_shape[0]
-    if quantized:
+    if bayesian:
+        options = ModelOptions((dim,), tuple(sequence.head_sizes), bayesian=True)
+        layer = trunk_linear(options, dim, hidden)
+    elif quantized:
         layer = QuantLinear(dim, hidden)
     else:
         layer = TaskLinear(dim, hidden, num_tasks=len(sequence), task_state=task_state)
@@ -53,6 +58,7 @@ def method_net(sequence: TaskSequence, method: object, **kwargs: object) -> Mult
     return small_net(
         sequence,
         quantized=method.quantized_trunk,
+        bayesian=method.bayesian_trunk,
         task_state=method.trunk_task_state,
         **kwargs,
     )

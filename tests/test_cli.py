@@ -230,7 +230,7 @@ CASES = {
             "frozen, hat, mas, online_ewc, packnet, si",
             spec=RL_GOOD.replace("finetune", name),
         )
-        for name in ("agem", "er", "joint")
+        for name in ("agem", "er", "joint", "ucl")
     },
     "the old RL name ft_fix": Case(
         "methods: unknown method 'ft_fix'", spec=RL_GOOD.replace("finetune", "ft_fix")

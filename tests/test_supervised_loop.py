@@ -25,6 +25,7 @@ SETTINGS = TrainSettings(lr=0.1, epochs=6, batch_size=32)
         ("joint", {}),
         ("hat", {}),
         ("packnet", {"retrain_epochs": 2}),
+        ("ucl", {"alpha": 0.3, "beta": 0.002}),
     ],
 )
 def test_restart_after_any_task_reproduces_the_uninterrupted_run(name, hp):

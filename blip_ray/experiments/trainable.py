@@ -23,6 +23,7 @@ from ray import tune
 from blip_ray.data import load_sequence
 from blip_ray.methods import make_method
 from blip_ray.models import ModelOptions, build_model
+from blip_ray.models.bayesian import DEFAULT_RATIO
 from blip_ray.quant import DEFAULT_MAX_BIT
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 
@@ -49,6 +50,8 @@ def supervised_trainable(config: dict[str, Any]) -> None:
             width=run["width"],
             fc_width=run["fc_width"],
             max_bit=getattr(method.config, "max_bit", DEFAULT_MAX_BIT),
+            bayesian=method.bayesian_trunk,
+            ratio=getattr(method.config, "ratio", DEFAULT_RATIO),
         ),
     )
     resume = _loop_state()

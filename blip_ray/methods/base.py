@@ -28,7 +28,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]
 #: ``(inputs, labels, task ids)``: labelled samples of several tasks, each scored by its own head.
 TaggedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: Hooks only the supervised loop calls; a method overriding one cannot declare the ``rl`` track.
-SUPERVISED_HOOKS = ("training_tasks", "replay")
+SUPERVISED_HOOKS = ("training_tasks", "replay", "param_groups")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +82,8 @@ class ContinualMethod:
     Order per task t: ``before_task`` -> (per minibatch: ``before_batch``, loss + ``penalty``,
     backward, ``before_step``, step, ``after_step``) -> best-validation weights restored ->
     ``after_task`` -> every task evaluated. The supervised loop also asks :meth:`training_tasks`
-    which tasks' data task t trains on and :meth:`replay` what to join to each minibatch
-    (:data:`SUPERVISED_HOOKS`).
+    which tasks' data task t trains on, :meth:`replay` what to join to each minibatch and
+    :meth:`param_groups` how its optimizer groups the parameters (:data:`SUPERVISED_HOOKS`).
     """
 
     name: ClassVar[str] = ""
@@ -93,6 +93,8 @@ class ContinualMethod:
     #: Per-task state the plain trunk layers must carry (``ModelOptions.task_state``): ``gates``
     #: (HAT), ``masks`` (PackNet) or None.
     trunk_task_state: ClassVar[str | None] = None
+    #: Whether the network's trunk must be built from UCL's Bayesian layers.
+    bayesian_trunk: ClassVar[bool] = False
     #: The tracks the method runs on: ``supervised`` (classifiers) and/or ``rl`` (the PPO module).
     tracks: ClassVar[tuple[str, ...]] = ("supervised",)
     #: ``continual``, or ``reference`` for a bound the methods are compared with (joint training),
@@ -139,6 +141,13 @@ class ContinualMethod:
     def before_step(self, model: Model, task_id: int) -> None:
         """After the backward pass, before gradient clipping and the optimizer step (the
         parameters' ``.grad`` hold the minibatch's gradient and may be rewritten in place)."""
+
+    def param_groups(self, model: Model, *, lr_scale: float) -> list[dict[str, Any]] | None:
+        """Supervised: the optimizer's parameter groups (None: one group of every trainable
+        parameter). A group without ``lr`` takes the loop's current learning rate; ``lr_scale`` is
+        that rate over the task's initial one (1, divided on each plateau), for groups with their
+        own rate."""
+        return None
 
     def after_task(self, model: Model, task_id: int, *, samples: TaskSamples) -> None:
         """After task ``task_id`` is trained (supervised: its best-validation weights restored)."""

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from blip_ray.models.bayesian import DEFAULT_RATIO
 from blip_ray.models.task_state import set_task, task_layers
 from blip_ray.quant.layers import DEFAULT_MAX_BIT, VARIANTS
 
 
 class MultiHeadNet(nn.Module):
-    """``trunk`` (quantized for BLIP, plain otherwise) -> ``heads[task]``.
+    """``trunk`` (quantized for BLIP, Bayesian for UCL, plain otherwise) -> ``heads[task]``.
 
     The split is explicit: methods that act on the shared representation (BLIP, frozen trunk, EWC
     penalties) touch ``trunk`` only; heads are never quantized or clipped.
@@ -45,7 +46,8 @@ class ModelOptions:
     """How to build a network for a sequence.
 
     ``quantized`` swaps every trunk Linear/Conv2d for BLIP's quantized layer (``variant`` picks the
-    classification or RL parameterisation); ``width`` is the paper's ``mul`` multiplier.
+    classification or RL parameterisation), ``bayesian`` for UCL's Bayesian layer; ``width`` is the
+    paper's ``mul`` multiplier.
     """
 
     input_shape: tuple[int, ...]
@@ -66,6 +68,11 @@ class ModelOptions:
     """BLIP's bit budget per parameter (quantized layers only; the paper uses 20)."""
     task_state: str | None = None
     """Per-task state of the plain trunk layers: ``gates`` (HAT) or ``masks`` (PackNet)."""
+    bayesian: bool = False
+    """Build the trunk from UCL's Bayesian layers (a mean per weight, one sigma per output unit;
+    heads stay plain ``nn.Linear``)."""
+    ratio: float = DEFAULT_RATIO
+    """UCL's share of the init variance ``2/fan`` given to the noise (Bayesian layers only)."""
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -78,8 +85,12 @@ class ModelOptions:
             raise ValueError(f"fc_width must be >= 1 when set, got {self.fc_width}")
         if self.task_state not in (None, "gates", "masks"):
             raise ValueError(f"task_state must be gates, masks or None, got {self.task_state!r}")
-        if self.task_state is not None and self.quantized:
-            raise ValueError("a quantized trunk has no per-task state (task_state needs plain)")
+        if self.task_state is not None and (self.quantized or self.bayesian):
+            raise ValueError("per-task state (task_state) needs a plain trunk")
+        if self.quantized and self.bayesian:
+            raise ValueError("a trunk is quantized or Bayesian, not both")
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
 
 
 ModelBuilder = Callable[[ModelOptions], MultiHeadNet]

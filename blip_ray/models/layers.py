@@ -1,11 +1,11 @@
-"""Trunk layers from :class:`ModelOptions`: the one place that decides plain versus quantized.
+"""Trunk layers from :class:`ModelOptions`: the one place that decides plain, quantized (BLIP) or
+Bayesian (UCL).
 
-Every network builds its trunk's Linear/Conv2d layers here, so "quantized trunk, plain heads" and
-the init of each variant hold for all of them by construction. A plain trunk layer is task-aware
-(:class:`TaskLinear`, :class:`TaskConv2d`): a method that gives each task its own part of the
-network sets, per forward, an element-wise ``weight_mask`` (PackNet's weights owned by tasks up to
-the one evaluated) and a per-output-unit ``unit_gate`` (HAT's attention). Unset, both cost nothing
-and the layer is the plain ``nn.Linear``/``nn.Conv2d`` (same parameters, same state dict).
+Every network builds its trunk's Linear/Conv2d layers here, so "quantized or Bayesian trunk, plain
+heads" and the init of each variant hold for all of them by construction. A plain trunk layer is a
+:class:`~blip_ray.models.task_state.TaskLinear`/``TaskConv2d``, which may carry per-task state
+(``ModelOptions.task_state``: HAT's gates, PackNet's weight owners); without it, it is exactly the
+plain ``nn.Linear``/``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TypeVar
 from torch import nn
 
 from blip_ray.models.base import ModelOptions
+from blip_ray.models.bayesian import BayesianConv2d, BayesianLinear
 from blip_ray.models.task_state import TaskConv2d, TaskLinear
 from blip_ray.quant.layers import QuantConv2d, QuantLinear
 
@@ -23,8 +24,11 @@ LayerT = TypeVar("LayerT", nn.Linear, nn.Conv2d)
 
 def trunk_linear(
     options: ModelOptions, in_features: int, out_features: int, *, bias: bool = True
-) -> nn.Linear:
-    """A trunk ``Linear``: BLIP's :class:`QuantLinear` when ``options.quantized``, else plain."""
+) -> nn.Linear | BayesianLinear:
+    """A trunk ``Linear``: BLIP's :class:`QuantLinear` when ``options.quantized``, UCL's
+    :class:`BayesianLinear` when ``options.bayesian``, else plain."""
+    if options.bayesian:
+        return BayesianLinear(in_features, out_features, bias=bias, ratio=options.ratio)
     if options.quantized:
         return QuantLinear(
             in_features,
@@ -52,8 +56,19 @@ def trunk_conv(
     stride: int = 1,
     padding: int = 0,
     bias: bool = True,
-) -> nn.Conv2d:
-    """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, else plain."""
+) -> nn.Conv2d | BayesianConv2d:
+    """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, UCL's
+    :class:`BayesianConv2d` when ``options.bayesian``, else plain."""
+    if options.bayesian:
+        return BayesianConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=bias,
+            ratio=options.ratio,
+        )
     if options.quantized:
         return QuantConv2d(
             in_channels,

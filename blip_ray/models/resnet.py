@@ -157,5 +157,10 @@ def build_resnet18(options: ModelOptions) -> MultiHeadNet:
     Widths use ``int()`` (floor), as the official code, rather than the AlexNets' ``round()``.
     """
     reject_fc_width(options, "resnet18")
+    if options.bayesian:
+        raise ValueError(
+            "resnet18 has no Bayesian (UCL) version: the UCL reference has none; use mlp, "
+            "alexnet32 or alexnet84"
+        )
     trunk = ResNet18Trunk(options)
     return ResNet18Net(trunk, trunk.feature_dim, list(options.head_sizes))

@@ -304,7 +304,7 @@ def train_task(
     """One task of the official protocol; leaves the best-validation weights in ``model``."""
     lr, patience = settings.lr, settings.lr_patience
     best_loss, best_state = math.inf, copy.deepcopy(model.state_dict())
-    optimizer = _optimizer(model, lr, settings)
+    optimizer = _optimizer(model, method, lr, settings)
     epochs = 0
     for epoch in range(settings.epochs):
         epochs = epoch + 1
@@ -320,7 +320,7 @@ def train_task(
             if lr < settings.lr_min:
                 break
             patience = settings.lr_patience
-            optimizer = _optimizer(model, lr, settings)
+            optimizer = _optimizer(model, method, lr, settings)
     model.load_state_dict(best_state)
     return {"epochs": epochs, "best_valid_loss": best_loss, "lr": lr}
 
@@ -371,8 +371,12 @@ def _task_ids(tasks: Tasks, labels: torch.Tensor) -> torch.Tensor:
     return tasks
 
 
-def _optimizer(model: nn.Module, lr: float, settings: TrainSettings) -> torch.optim.SGD:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(
+    model: nn.Module, method: ContinualMethod, lr: float, settings: TrainSettings
+) -> torch.optim.SGD:
+    params = method.param_groups(model, lr_scale=lr / settings.lr)
+    if params is None:
+        params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=lr, momentum=settings.momentum)
 
 
