@@ -232,6 +232,11 @@ CASES = {
         )
         for name in ("agem", "er", "joint", "ucl")
     },
+    "hat on resnet18": Case(
+        "methods.hat: resnet18 has skip connections, and HAT's gates pair each layer with the one "
+        "before it; use mlp, alexnet32 or alexnet84",
+        spec="name: t\nbenchmark: cifar\nnetwork: resnet18\nmethods: {hat: {}}\nseeds: [0]\n",
+    ),
     "the old RL name ft_fix": Case(
         "methods: unknown method 'ft_fix'", spec=RL_GOOD.replace("finetune", "ft_fix")
     ),

@@ -174,11 +174,14 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         track = {"network": RL_SEQUENCES[benchmark].trunk, "rl": _rl(raw, benchmark, resources)}
     else:
         track = _supervised(raw, benchmark)
+    methods = _methods(raw["methods"], benchmark)
+    if not rl:
+        _method_networks(methods, benchmark, track)
     return ExperimentSpec(
         name=name,
         benchmark=benchmark,
         seeds=seeds,
-        methods=_methods(raw["methods"], benchmark),
+        methods=methods,
         tasks=(tasks := _tasks(raw.get("tasks"), benchmark)),
         samples=checks.integer(raw.get("samples", 1), "samples", minimum=1),
         resources=resources,
@@ -272,6 +275,23 @@ def _network(raw: Any, benchmark: str, *, width: float, fc_width: int | None) ->
     if problem is not None:
         raise SpecError(f"{'width' if fc_width is None else 'fc_width'}: {problem}")
     return network
+
+
+def _method_networks(methods: dict[str, Any], benchmark: str, track: dict[str, Any]) -> None:
+    """Each method's trunk (quantized, Bayesian, with per-task state) builds on the network."""
+    for name in methods:
+        cls = METHODS[name]
+        problem = _build_problem(
+            track["network"],
+            SEQUENCES[benchmark].input_shape,
+            width=track["width"],
+            fc_width=track["fc_width"],
+            quantized=cls.quantized_trunk,
+            bayesian=cls.bayesian_trunk,
+            task_state=cls.trunk_task_state,
+        )
+        if problem is not None:
+            raise SpecError(f"methods.{name}: {problem}")
 
 
 def _build_problem(network: str, input_shape: tuple[int, ...], **options: Any) -> str | None:

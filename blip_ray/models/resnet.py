@@ -162,5 +162,10 @@ def build_resnet18(options: ModelOptions) -> MultiHeadNet:
             "resnet18 has no Bayesian (UCL) version: the UCL reference has none; use mlp, "
             "alexnet32 or alexnet84"
         )
+    if options.task_state == "gates":
+        raise ValueError(
+            "resnet18 has skip connections, and HAT's gates pair each layer with the one before "
+            "it; use mlp, alexnet32 or alexnet84"
+        )
     trunk = ResNet18Trunk(options)
     return ResNet18Net(trunk, trunk.feature_dim, list(options.head_sizes))
