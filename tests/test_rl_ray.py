@@ -45,6 +45,19 @@ def runner_tasks(algorithm: Any) -> list[tuple[Any, Any, int]]:
     )
 
 
+def two_short_tasks(method: str) -> Any:
+    """Two cartpole3 tasks of 96 env steps (one PPO batch each), one short evaluation episode."""
+    return continual_settings(
+        method,
+        num_tasks=2,
+        steps_per_task=96,
+        eval_episodes=1,
+        eval_interval=1,
+        eval_max_steps=30,
+        ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 1},
+    )
+
+
 def learner_module_state(algorithm: Any) -> dict[str, torch.Tensor]:
     return learner_call(
         algorithm,
@@ -120,15 +133,7 @@ def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path
 
 @pytest.mark.parametrize("name", ["si", "mas"])
 def test_importance_methods_run_two_cartpole_tasks_through_rllib(ray_session: Any, name: str):
-    settings = continual_settings(
-        name,
-        num_tasks=2,
-        steps_per_task=96,
-        eval_episodes=1,
-        eval_interval=1,
-        eval_max_steps=30,
-        ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 1},
-    )
+    settings = two_short_tasks(name)
     records, importance = [], []
     for record in run_sequence(settings):
         records.append(record)
@@ -158,15 +163,7 @@ def _first_layer(learner: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def test_isolation_methods_run_two_cartpole_tasks_through_rllib(
     ray_session: Any, name: str, label: str
 ) -> None:
-    settings = continual_settings(
-        name,
-        num_tasks=2,
-        steps_per_task=96,
-        eval_episodes=1,
-        eval_interval=1,
-        eval_max_steps=30,
-        ppo={"num_envs": 2, "rollout_length": 48, "num_minibatches": 2, "num_epochs": 1},
-    )
+    settings = two_short_tasks(name)
     records, layers = [], []
     for record in run_sequence(settings):
         records.append(record)

@@ -10,7 +10,7 @@ plain ``nn.Linear``/``nn.Conv2d``.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -30,20 +30,8 @@ def trunk_linear(
     if options.bayesian:
         return BayesianLinear(in_features, out_features, bias=bias, ratio=options.ratio)
     if options.quantized:
-        return QuantLinear(
-            in_features,
-            out_features,
-            bias=bias,
-            variant=options.variant,  # type: ignore[arg-type]
-            max_bit=options.max_bit,
-        )
-    layer = TaskLinear(
-        in_features,
-        out_features,
-        bias=bias,
-        num_tasks=len(options.head_sizes),
-        task_state=options.task_state,
-    )
+        return QuantLinear(in_features, out_features, bias=bias, **_quantized(options))
+    layer = TaskLinear(in_features, out_features, bias=bias, **_task_state(options))
     return _plain_init(layer, options.variant)
 
 
@@ -59,38 +47,21 @@ def trunk_conv(
 ) -> nn.Conv2d | BayesianConv2d:
     """A trunk ``Conv2d``: BLIP's :class:`QuantConv2d` when ``options.quantized``, UCL's
     :class:`BayesianConv2d` when ``options.bayesian``, else plain."""
+    shape = {"stride": stride, "padding": padding, "bias": bias}
     if options.bayesian:
-        return BayesianConv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            bias=bias,
-            ratio=options.ratio,
-        )
+        return BayesianConv2d(in_channels, out_channels, kernel_size, ratio=options.ratio, **shape)
     if options.quantized:
-        return QuantConv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            bias=bias,
-            variant=options.variant,  # type: ignore[arg-type]
-            max_bit=options.max_bit,
-        )
-    conv = TaskConv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=stride,
-        padding=padding,
-        bias=bias,
-        num_tasks=len(options.head_sizes),
-        task_state=options.task_state,
-    )
+        return QuantConv2d(in_channels, out_channels, kernel_size, **shape, **_quantized(options))
+    conv = TaskConv2d(in_channels, out_channels, kernel_size, **shape, **_task_state(options))
     return _plain_init(conv, options.variant)
+
+
+def _quantized(options: ModelOptions) -> dict[str, Any]:
+    return {"variant": options.variant, "max_bit": options.max_bit}
+
+
+def _task_state(options: ModelOptions) -> dict[str, Any]:
+    return {"num_tasks": len(options.head_sizes), "task_state": options.task_state}
 
 
 def _plain_init(layer: LayerT, variant: str) -> LayerT:
