@@ -88,7 +88,7 @@ def test_paper_spec_runs_smoke_on_tiny_files(name, ray_session, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cartpole3", "atari6"])
+@pytest.mark.parametrize("name", ["cartpole3", "atari6", "minatar4"])
 def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
     spec = load_spec(f"benchmarks/{name}.yaml")
     code = main(

@@ -155,6 +155,8 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         known = ", ".join(sorted([*SEQUENCES, *RL_SEQUENCES]))
         raise SpecError(f"benchmark: unknown {benchmark!r}; known: {known}")
     rl = benchmark in RL_SEQUENCES
+    if rl and (missing := RL_SEQUENCES[benchmark].missing_requirement()):
+        raise SpecError(f"benchmark: {missing}")
     ignored = [key for key in (SUPERVISED_KEYS if rl else ("rl",)) if key in raw]
     if ignored:
         raise SpecError(
