@@ -264,6 +264,7 @@ def test_rl_returns_normalize_between_random_and_reference_or_best(tmp_path: Pat
     text = write_report(trials, tmp_path, title="rl").report_md.read_text()
     budget = text.split("## Budget")[1].split("##")[0]
     assert "30,000 env steps per task" in budget and "capped at 2,000 agent steps" in budget
+    assert "3 deterministic (greedy) episodes per task" in budget  # a record without eval_policy
     table = text.split("## Normalization")[1].split("##")[0]
     assert "| Pong | -4 | random policy | 18 | best observed |" in table
     assert "| Boxing | 2 | random policy | 50 | reference |" in table
@@ -308,3 +309,11 @@ def test_an_interrupted_run_counts_the_trials_it_never_started(tmp_path: Path) -
     trials = [_trial("sgd", 0), _trial("sgd", 1, status="incomplete", matrix=[[0.9, 0.5, 0.5]])]
     text = write_report(trials, tmp_path, title="t", planned=5).report_md.read_text()
     assert "Trials: 1 ok, 0 failed, 1 incomplete, 3 not started (5 planned)." in text
+
+
+def test_rl_budget_names_a_sampled_evaluation_policy(tmp_path: Path) -> None:
+    trial = _rl_trial(0, [[10.0, 2.0], [6.0, 30.0]], random_row=[-2.0, 1.0])
+    trial.budget = {**trial.budget, "eval_policy": "sampled"}
+    normalize_rl_returns([trial])
+    text = write_report([trial], tmp_path, title="rl").report_md.read_text()
+    assert "evaluation: 3 sampled-policy episodes per task" in text.split("## Budget")[1]

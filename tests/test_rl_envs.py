@@ -6,8 +6,11 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
 
+from blip_ray.experiments.checks import SpecError
+from blip_ray.experiments.spec import parse_spec
 from blip_ray.rl.envs import TaskEnv, WholeGame
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.sequences import (
@@ -18,6 +21,7 @@ from blip_ray.rl.sequences import (
     get_rl_sequence,
     make_training_env,
 )
+from blip_ray.rl.settings import RlSettings
 
 ATARI6 = ["KungFuMaster", "Boxing", "Jamesbond", "Krull", "Riverraid", "SpaceInvaders"]
 
@@ -160,3 +164,47 @@ def test_random_policy_draws_from_each_tasks_own_actions_reproducibly() -> None:
 def test_random_policy_on_cartpole_scores_like_a_random_policy() -> None:
     returns = evaluate_tasks(None, get_rl_sequence("cartpole3"), num_tasks=3, episodes=20)
     assert all(10 < r < 45 for r in returns), returns  # random CartPole: about 22 on average
+
+
+class _ThreeToOne(torch.nn.Module):
+    """A policy whose head gives actions 0 and 1 probabilities 1/4 and 3/4 on every observation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.log(torch.tensor([0.25, 0.75])))
+
+    def policy_logits(self, observations: torch.Tensor, task: int) -> torch.Tensor:
+        return self.logits.expand(len(observations), 2)
+
+
+def test_evaluation_acts_greedily_or_samples_the_policy_reproducibly() -> None:
+    sequence = RlSequence(
+        name="counting",
+        tasks=(RlTask("t0", 2),),
+        trunk="mlp",
+        builder=lambda task, training: _CountingEnv(2),
+        description="test",
+        steps_per_task=1,
+    )
+    policy = _ThreeToOne()
+
+    def mean_action(**kwargs: object) -> float:
+        return evaluate_tasks(policy, sequence, num_tasks=1, episodes=400, **kwargs)[0]
+
+    assert mean_action() == mean_action(policy="greedy") == 1.0  # argmax: always action 1
+    sampled = mean_action(policy="sampled", seed=3)
+    assert sampled == pytest.approx(0.75, abs=0.06)
+    assert mean_action(policy="sampled", seed=3) == sampled
+    assert mean_action(policy="sampled", seed=4) != sampled
+    with pytest.raises(ValueError, match="policy: expected one of greedy, sampled"):
+        mean_action(policy="boltzmann")
+
+
+def test_eval_policy_setting_is_checked_when_the_spec_is_read() -> None:
+    assert RlSettings.for_sequence("cartpole3").eval_policy == "greedy"
+    raw = {"name": "c", "benchmark": "cartpole3", "methods": {"finetune": {}}, "seeds": [0]}
+    assert parse_spec({**raw, "rl": {"eval_policy": "sampled"}}).rl.eval_policy == "sampled"
+    with pytest.raises(SpecError, match=r"^rl\.eval_policy: expected one of greedy, sampled"):
+        parse_spec({**raw, "rl": {"eval_policy": "argmax"}})
+    with pytest.raises(SpecError, match=r"^rl\.eval_policy: expected a non-empty string"):
+        parse_spec({**raw, "rl": {"eval_policy": 1}})

@@ -155,6 +155,8 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         known = ", ".join(sorted([*SEQUENCES, *RL_SEQUENCES]))
         raise SpecError(f"benchmark: unknown {benchmark!r}; known: {known}")
     rl = benchmark in RL_SEQUENCES
+    if rl and (missing := RL_SEQUENCES[benchmark].missing_requirement()):
+        raise SpecError(f"benchmark: {missing}")
     ignored = [key for key in (SUPERVISED_KEYS if rl else ("rl",)) if key in raw]
     if ignored:
         raise SpecError(
@@ -325,11 +327,13 @@ def _rl(raw: dict[str, Any], benchmark: str, resources: Resources) -> RlSettings
     if not isinstance(section, dict):
         raise SpecError("rl: expected a mapping like {steps_per_task: 100000}")
     checks.unknown(section, {f.name for f in dataclasses.fields(RlSettings)}, "rl")
-    values = {  # 0 steps would read as "the sequence's default" in for_sequence
+    values: dict[str, Any] = {  # 0 steps would read as "the sequence's default" in for_sequence
         key: checks.integer(value, f"rl.{key}", minimum=1 if key == "steps_per_task" else None)
         for key, value in section.items()
-        if key not in ("ppo", "reference_returns") and value is not None
+        if key not in ("ppo", "reference_returns", "eval_policy") and value is not None
     }
+    if section.get("eval_policy") is not None:
+        values["eval_policy"] = checks.string(section["eval_policy"], "rl.eval_policy")
     ppo = section.get("ppo") or {}
     if not isinstance(ppo, dict):
         raise SpecError("rl.ppo: expected a mapping of PPO settings")

@@ -104,6 +104,7 @@ def _check_same_spec(spec: ExperimentSpec, experiment_dir: Path) -> None:
     for record in (started, now):  # references only scale the report; they may come later
         if isinstance(record.get("rl"), dict):
             record["rl"].pop("reference_returns", None)
+            record["rl"].setdefault("eval_policy", "greedy")  # runs from before the setting
     for key in RESULT_KEYS:
         if started.get(key) != now.get(key):
             raise UserError(

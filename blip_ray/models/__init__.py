@@ -17,6 +17,7 @@ from blip_ray.models.base import (
     register_model,
 )
 from blip_ray.models.layers import trunk_conv, trunk_linear
+from blip_ray.models.minatar import minatar_trunk
 from blip_ray.models.mlp import mlp_hidden_width
 from blip_ray.models.resnet import ResNet18Net, ResNet18Trunk
 
@@ -36,6 +37,7 @@ __all__ = [
     "check_build",
     "mlp",
     "mlp_hidden_width",
+    "minatar_trunk",
     "register_model",
     "resnet",
     "trunk_conv",

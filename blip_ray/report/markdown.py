@@ -41,6 +41,10 @@ def _trial_line(trial: TrialResult) -> str:
     return f"- {trial.method}, seed {trial.seed}, {setting} ({where}){error}"
 
 
+#: How the budget line names the evaluation policy (records before ``eval_policy``: greedy).
+_POLICY_WORDS = {"greedy": "deterministic (greedy)", "sampled": "sampled-policy"}
+
+
 def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
     """RL: the budget the trials ran with and each task's normalization scale."""
     rl = [t for t in trials if t.normalization]
@@ -56,7 +60,8 @@ def _rl_sections(trials: Sequence[TrialResult]) -> list[str]:
             cap = budget.get("eval_max_steps")
             lines.append(
                 f"- {budget['steps_per_task']:,} env steps per task; evaluation: "
-                f"{budget['eval_episodes']} deterministic episodes per task"
+                f"{budget['eval_episodes']} {_POLICY_WORDS[budget.get('eval_policy', 'greedy')]} "
+                "episodes per task"
                 + (f", each capped at {cap:,} agent steps" if cap else ", played to the end")
                 + "."
             )

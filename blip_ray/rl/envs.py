@@ -1,9 +1,11 @@
-"""Environments of the RL task sequences: the paper's Atari preprocessing and a permuted CartPole.
+"""Environments of the RL task sequences: the paper's Atari preprocessing, MinAtar's games and a
+permuted CartPole.
 
 No Ray here beyond RLlib's Atari wrapper classes (plain gymnasium wrappers, imported only when an
-Atari env is built, so that reading a spec never imports RLlib); the envs build and step in any
-process. Every env handed to RLlib is wrapped last in :class:`TaskEnv`, which gives all
-tasks of a sequence one padded action space and tags the env with its task.
+Atari env is built, so that reading a spec never imports RLlib); MinAtar, an optional dependency,
+is imported only when one of its games is built. The envs build and step in any process. Every env
+handed to RLlib is wrapped last in :class:`TaskEnv`, which gives all tasks of a sequence one padded
+action space and tags the env with its task.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ ATARI_FRAME_STACK = 4
 ATARI_DIM = 84
 #: Random no-ops at the start of a game (DeepMind's NoopResetEnv).
 ATARI_NOOP_MAX = 30
+
+#: MinAtar's default probability of repeating the previous action (``minatar/environment.py``).
+MINATAR_STICKY_ACTION_PROB = 0.1
+#: Side of MinAtar's square grid.
+MINATAR_DIM = 10
+#: Channels of every MinAtar observation: the most any game has (Seaquest's 10); games with fewer
+#: get zero channels after their own, so all games share one observation space.
+MINATAR_CHANNELS = 10
+#: Agent steps after which a MinAtar episode is truncated, in training and evaluation. MinAtar has
+#: no limit of its own (Freeway ends itself after 2,500 steps); a policy that never loses Breakout,
+#: or idles in Seaquest, would otherwise never finish an episode.
+MINATAR_MAX_EPISODE_STEPS = 10_000
+#: How to install the optional MinAtar dependency (GPL-3.0; the ``minatar`` extra).
+MINATAR_INSTALL = "pip install 'blip-ray[minatar]' (in a checkout: pip install -e '.[minatar]')"
 
 
 class TaskEnv(gym.ActionWrapper):
@@ -118,6 +134,79 @@ def make_atari_env(game: str, *, training: bool) -> gym.Env:
         env = ClipRewardEnv(env)
     env = FrameStack(env, k=ATARI_FRAME_STACK)
     return env if training else WholeGame(env)
+
+
+class MinAtarEnv(gym.Env):
+    """One MinAtar game as a gymnasium env with the game's minimal action set.
+
+    Follows MinAtar's own gymnasium binding (``minatar/gym.py``, ``BaseEnv`` with
+    ``use_minimal_action_set=True``, the ``-v1`` ids) over ``minatar/environment.py``'s
+    ``Environment``: action ``i`` is ``minimal_action_set()[i]`` (e.g. Breakout's n, l, r), sticky
+    actions repeat the previous action with probability 0.1, and ``reset(seed=s)`` seeds the one
+    ``RandomState`` MinAtar draws both the sticky actions and the game's events from. Unlike
+    ``Environment.reset``, a reset also forgets the previous episode's last action, so a seeded
+    episode plays the same whatever came before it. Observations are ``state()`` (10x10xC bools)
+    as float32 0/1, zero-padded to :data:`MINATAR_CHANNELS` channels (float, so the module does not
+    divide them by 255 as it does uint8 Atari frames). Rewards are the raw game score, never
+    clipped: +1 per brick, alien, treasure, crossing or enemy, and in Seaquest one per remaining
+    oxygen cell when surfacing with six divers.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        game: str,
+        *,
+        sticky_action_prob: float = MINATAR_STICKY_ACTION_PROB,
+        difficulty_ramping: bool = True,
+    ) -> None:
+        try:
+            from minatar import Environment
+        except ImportError as err:
+            raise ImportError(
+                f"MinAtar is not installed; install it with: {MINATAR_INSTALL}"
+            ) from err
+        self.game = Environment(
+            game, sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping
+        )
+        self.game_name = game
+        self.action_set = [int(a) for a in self.game.minimal_action_set()]
+        self.game_channels = int(self.game.state_shape()[2])
+        if self.game_channels > MINATAR_CHANNELS:
+            raise ValueError(
+                f"{game} has {self.game_channels} channels, more than {MINATAR_CHANNELS}"
+            )
+        self.action_space = gym.spaces.Discrete(len(self.action_set))
+        self.observation_space = gym.spaces.Box(
+            0.0, 1.0, (MINATAR_DIM, MINATAR_DIM, MINATAR_CHANNELS), np.float32
+        )
+        self._seeded = False
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201  (gymnasium's signature)
+        super().reset(seed=seed)
+        if seed is not None or not self._seeded:  # unseeded: from gymnasium's own random seed
+            self.game.seed(seed if seed is not None else int(self.np_random.integers(2**31)))
+            self._seeded = True
+        self.game.last_action = 0
+        self.game.reset()
+        return self._observation(), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        reward, terminal = self.game.act(self.action_set[int(action)])
+        return self._observation(), float(reward), bool(terminal), False, {}
+
+    def _observation(self) -> np.ndarray:
+        observation = np.zeros(self.observation_space.shape, dtype=np.float32)
+        observation[..., : self.game_channels] = self.game.state()
+        return observation
+
+
+def make_minatar_env(game: str) -> gym.Env:
+    """MinAtar ``game`` (``space_invaders``, ``breakout``, ...), truncated after
+    :data:`MINATAR_MAX_EPISODE_STEPS` steps. Training and evaluation use the same env: one life per
+    game and raw rewards, so there is nothing to undo for scoring."""
+    return gym.wrappers.TimeLimit(MinAtarEnv(game), max_episode_steps=MINATAR_MAX_EPISODE_STEPS)
 
 
 class TransformObservation(gym.ObservationWrapper):

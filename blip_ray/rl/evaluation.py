@@ -1,7 +1,8 @@
-"""Deterministic evaluation of every task of a sequence on its raw score (no Ray).
+"""Evaluation of every task of a sequence on its raw score (no Ray).
 
-The paper's protocol: 10 episodes per game, argmax actions of the game's own head, raw game score
-(``bench.Monitor``), every game evaluated after every task. Unseen tasks are evaluated too (their
+The paper's protocol: 10 episodes per game, argmax actions of the game's own head (``greedy``),
+raw game score (``bench.Monitor``), every game evaluated after every task. ``sampled`` draws the
+actions from the head's softmax instead, as training does. Unseen tasks are evaluated too (their
 heads are untrained), so forward transfer can be measured; the official code records 0 for them.
 The K episodes of a task run side by side so each step is one batched forward pass. A uniformly
 random policy, run the same way, gives the low end of the report's per-game normalization.
@@ -14,6 +15,7 @@ import torch
 
 from blip_ray.rl.module import ContinualPPOModule
 from blip_ray.rl.sequences import RlSequence
+from blip_ray.rl.settings import EVAL_POLICIES
 
 
 @torch.no_grad()
@@ -25,16 +27,20 @@ def evaluate_task(
     episodes: int,
     max_steps: int | None = None,
     seed: int = 0,
+    policy: str = "greedy",
 ) -> list[float]:
     """Raw returns of ``episodes`` episodes of ``task`` (episode i seeded seed + i), acting with
-    the argmax of ``module``'s head for the task or, with ``module`` None, uniformly at random
-    over the task's own (minimal) action set, never the padding (a generator seeded by ``seed``
-    and the task): the random-policy baseline of the report's normalization.
+    ``module``'s head for the task (its argmax for ``policy="greedy"``, a draw from its softmax
+    for ``"sampled"``) or, with ``module`` None, uniformly at random over the task's own (minimal)
+    action set, never the padding: the random-policy baseline of the report's normalization. Draws
+    come from a generator seeded by ``seed`` and the task.
 
     ``max_steps`` truncates long episodes; None keeps the env's own limit.
     """
+    if policy not in EVAL_POLICIES:
+        raise ValueError(f"policy: expected one of {', '.join(EVAL_POLICIES)}, got {policy!r}")
+    rng = np.random.default_rng([seed, task])
     if module is None:
-        rng = np.random.default_rng([seed, task])
         actions = sequence.tasks[task].num_actions
 
         def act(observations: list[np.ndarray]) -> np.ndarray:
@@ -45,7 +51,13 @@ def evaluate_task(
 
         def act(observations: list[np.ndarray]) -> np.ndarray:
             batch = torch.as_tensor(np.stack(observations), device=device)
-            return module.policy_logits(batch, task).argmax(-1).cpu().numpy()
+            logits = module.policy_logits(batch, task)
+            if policy == "greedy":
+                return logits.argmax(-1).cpu().numpy()
+            # Inverse CDF of the softmax: one uniform draw per episode from the seeded generator.
+            cdf = logits.double().softmax(-1).cumsum(-1).cpu().numpy()
+            draws = rng.random((len(observations), 1)) * cdf[:, -1:]
+            return np.minimum((cdf < draws).sum(-1), cdf.shape[-1] - 1)
 
     envs = [sequence.make_env(task, training=False) for _ in range(episodes)]
     try:
@@ -74,9 +86,10 @@ def evaluate_tasks(
     episodes: int,
     max_steps: int | None = None,
     seed: int = 0,
+    policy: str = "greedy",
 ) -> list[float]:
     """Mean raw return on each of the first ``num_tasks`` tasks (seen and unseen) of ``module``'s
-    deterministic policy, or of a uniformly random one with ``module`` None."""
+    greedy or sampled ``policy``, or of a uniformly random one with ``module`` None."""
     was_training = module is not None and module.training
     if module is not None:
         module.eval()
@@ -85,7 +98,13 @@ def evaluate_tasks(
             float(
                 np.mean(
                     evaluate_task(
-                        module, sequence, task, episodes=episodes, max_steps=max_steps, seed=seed
+                        module,
+                        sequence,
+                        task,
+                        episodes=episodes,
+                        max_steps=max_steps,
+                        seed=seed,
+                        policy=policy,
                     )
                 )
             )

@@ -245,7 +245,8 @@ class ContinualPPOLearner(PPOTorchLearner):
         self._weights_changed()
 
     def evaluate(self, *, tasks: int | None = None) -> list[float]:
-        """Mean raw return of deterministic episodes on each task, with this learner's module."""
+        """Mean raw return of evaluation episodes (greedy or sampled, as the settings say) on
+        each task, with this learner's module."""
         settings = self.settings
         return evaluate_tasks(
             self.continual_module,
@@ -254,6 +255,7 @@ class ContinualPPOLearner(PPOTorchLearner):
             episodes=settings.rl.eval_episodes,
             max_steps=settings.rl.eval_max_steps,
             seed=settings.seed + EVAL_SEED_OFFSET,
+            policy=settings.rl.eval_policy,
         )
 
     def status(self) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The continual PPO RLModule: the paper's trunk, one policy and one value head per task.
 
-The trunk comes from ``blip_ray.models`` (``atari_trunk`` for images, ``trunk_linear`` layers for
-vectors), quantized with BLIP's RL parameterisation when ``model_config["quantized"]``. The task
-being trained is the ``active_task`` buffer, so checkpoints and weight syncs carry it; the module
-also keeps ``tasks_done`` and the ``return_matrix`` so far, which makes a checkpoint enough to
-resume a continual run on the right task.
+The trunk comes from ``blip_ray.models`` (``atari_trunk`` for Atari frames, ``minatar_trunk`` for
+MinAtar's object maps, ``trunk_linear`` layers for vectors), quantized with BLIP's RL
+parameterisation when ``model_config["quantized"]``. The task being trained is the ``active_task``
+buffer, so checkpoints and weight syncs carry it; the module also keeps ``tasks_done`` and the
+``return_matrix`` so far, which makes a checkpoint enough to resume a continual run on the right
+task.
 
 Heads keep each task's own action count; RLlib needs one action space, so logits are padded to the
 sequence's ``Discrete(max)`` with :data:`MASKED_LOGIT`.
@@ -28,7 +29,7 @@ from ray.rllib.utils.typing import StateDict
 from torch import nn
 from torch.nn import functional as F
 
-from blip_ray.models import ModelOptions, atari_trunk, trunk_linear
+from blip_ray.models import ModelOptions, atari_trunk, minatar_trunk, trunk_linear
 from blip_ray.models.task_state import set_task, task_layers
 from blip_ray.quant import DEFAULT_MAX_BIT, QuantMixin
 
@@ -45,16 +46,17 @@ class ModuleSettings:
     """``model_config`` of :class:`ContinualPPOModule` (a plain dict in the module spec)."""
 
     trunk: str
-    """``atari_cnn`` for ``(H, W, C)`` images, ``mlp`` for vectors."""
+    """``atari_cnn`` for ``(H, W, C)`` Atari frames, ``minatar_cnn`` for ``(10, 10, C)`` MinAtar
+    object maps, ``mlp`` for vectors."""
     action_counts: tuple[int, ...]
     """Actions of each task's head, in task order; the action space must hold the largest."""
     quantized: bool = False
     """BLIP's quantized trunk (learner modules only; env-runner copies never need its state)."""
     max_bit: int = DEFAULT_MAX_BIT
     width: float = 1.0
-    """``atari_cnn`` width multiplier (the paper: 1)."""
+    """``atari_cnn``/``minatar_cnn`` width multiplier (the papers: 1)."""
     fc_width: int | None = None
-    """``atari_cnn`` hidden width override (the paper: 1024)."""
+    """``atari_cnn``/``minatar_cnn`` hidden width override (the papers: 1024, 128)."""
     mlp_hidden: tuple[int, ...] = (64, 64)
     """``mlp`` hidden widths, tanh after each (the official ``MLPBase``)."""
     task_state: str | None = None
@@ -95,13 +97,27 @@ class ModuleSettings:
         )
 
 
+def _image_options(
+    name: str, space: gym.spaces.Box, settings: ModuleSettings, quantized: bool
+) -> ModelOptions:
+    """Channels-last ``(H, W, C)`` observations seen channels-first, as :meth:`features` feeds
+    them to the trunk."""
+    if len(space.shape) != 3:
+        raise ValueError(f"{name} needs (H, W, C) image observations, got {space.shape}")
+    height, width, channels = space.shape
+    return settings.options((channels, height, width), quantized=quantized)
+
+
 def _atari_cnn(
     space: gym.spaces.Box, settings: ModuleSettings, quantized: bool
 ) -> tuple[nn.Module, int]:
-    if len(space.shape) != 3:
-        raise ValueError(f"atari_cnn needs (H, W, C) image observations, got {space.shape}")
-    height, width, channels = space.shape
-    return atari_trunk(settings.options((channels, height, width), quantized=quantized))
+    return atari_trunk(_image_options("atari_cnn", space, settings, quantized))
+
+
+def _minatar_cnn(
+    space: gym.spaces.Box, settings: ModuleSettings, quantized: bool
+) -> tuple[nn.Module, int]:
+    return minatar_trunk(_image_options("minatar_cnn", space, settings, quantized))
 
 
 def _mlp(space: gym.spaces.Box, settings: ModuleSettings, quantized: bool) -> tuple[nn.Module, int]:
@@ -119,6 +135,7 @@ def _mlp(space: gym.spaces.Box, settings: ModuleSettings, quantized: bool) -> tu
 #: ``trunk(observation_space, settings, quantized) -> (trunk, feature_dim)`` by family name.
 TRUNKS: dict[str, Callable[[gym.spaces.Box, ModuleSettings, bool], tuple[nn.Module, int]]] = {
     "atari_cnn": _atari_cnn,
+    "minatar_cnn": _minatar_cnn,
     "mlp": _mlp,
 }
 
@@ -164,7 +181,8 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         # A uniformly random policy's return per task: the low end of the per-game normalization.
         self.register_buffer("random_returns", torch.full((num_tasks,), float("nan")))
         self.image_input = len(self.observation_space.shape) == 3
-        # Atari frames arrive as uint8 0..255 (the official CNNBase divides by 255 itself).
+        # Atari frames arrive as uint8 0..255 (the official CNNBase divides by 255 itself);
+        # float observations (vectors, MinAtar's 0/1 object maps) go in as they are.
         self.input_scale = 1.0 / 255.0 if self.observation_space.dtype == np.uint8 else None
         self.learner_only_keys = frozenset(
             f"trunk.{name}.{buffer}"

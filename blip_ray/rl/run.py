@@ -90,7 +90,8 @@ def _train(
 ) -> Iterator[RlTaskRecord]:
     names = [task.name for task in get_rl_sequence(settings.sequence).tasks[: settings.num_tasks]]
     budget = {
-        k: getattr(settings.rl, k) for k in ("steps_per_task", "eval_episodes", "eval_max_steps")
+        k: getattr(settings.rl, k)
+        for k in ("steps_per_task", "eval_episodes", "eval_max_steps", "eval_policy")
     }
     curve: list[dict[str, Any]] = []
     started = time.perf_counter()

@@ -8,11 +8,14 @@ changes ``task`` on every env runner at a task switch and rebuilds the env with 
   their minimal action sets (14, 18, 18, 18, 18, 6), the ``atari_cnn`` trunk.
 - ``cartpole3``: CartPole-v1 under three fixed observation permutations with sign flips, the MLP
   trunk; a continual sequence that trains in minutes on 2 CPU cores (tests, smoke runs).
+- ``minatar4``/``minatar5``: MinAtar's games (optional ``minatar`` package, GPL-3.0), 10x10
+  object maps zero-padded to 10 channels, the MinAtar paper's ``minatar_cnn`` trunk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,7 +54,8 @@ class RlSequence:
     name: str
     tasks: tuple[RlTask, ...]
     trunk: str
-    """Trunk family of the module: ``atari_cnn`` (images) or ``mlp`` (vectors)."""
+    """Trunk family of the module (``blip_ray.rl.module.TRUNKS``): ``atari_cnn``, ``minatar_cnn``
+    or ``mlp``."""
     builder: EnvBuilder
     description: str
     steps_per_task: int
@@ -63,6 +67,24 @@ class RlSequence:
     )
     """Per method, hyperparameters that differ from the method's own defaults on this sequence
     (the spec's values override them)."""
+    padded_actions: int | None = None
+    """Size of the padded action space every task's env exposes; None: the largest task's."""
+    requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Optional modules the envs import, each with the command that installs it."""
+
+    def __post_init__(self) -> None:
+        if self.padded_actions is not None and self.padded_actions < max(self.action_counts):
+            raise ValueError(
+                f"{self.name}: padded_actions {self.padded_actions} is below a task's "
+                f"{max(self.action_counts)} actions"
+            )
+
+    def missing_requirement(self) -> str | None:
+        """One line naming an optional module the envs need that is not installed, or None."""
+        for module, install in self.requires.items():
+            if importlib.util.find_spec(module) is None:
+                return f"{self.name} needs the optional package {module!r}; install it: {install}"
+        return None
 
     @property
     def action_counts(self) -> tuple[int, ...]:
@@ -71,7 +93,7 @@ class RlSequence:
     @property
     def max_actions(self) -> int:
         """Size of the padded action space every task's env exposes."""
-        return max(self.action_counts)
+        return self.padded_actions or max(self.action_counts)
 
     def make_env(self, task: int, *, training: bool = True) -> gym.Env:
         """Task ``task``'s env for training (clipped rewards, life episodes where applicable) or
@@ -181,4 +203,56 @@ register_rl_sequence(
             "vf_clip_param": 1e6,
         },
     )
+)
+
+#: ``(task name, MinAtar game, minimal actions)``. minatar4 starts as C-CHAIN's MinAtar chains
+#: (Tang et al., ICML 2025, ``crl_minatar/crl_run_double_dqn.py``: space_invaders, asterix, then
+#: freeway or seaquest) with Breakout second; minatar5 appends Seaquest, the hardest game.
+MINATAR_GAMES = (
+    ("SpaceInvaders", "space_invaders", 4),
+    ("Breakout", "breakout", 3),
+    ("Asterix", "asterix", 5),
+    ("Freeway", "freeway", 3),
+    ("Seaquest", "seaquest", 6),
+)
+#: PPO on MinAtar, provisional until budgets are chosen by measurement: 64 envs x 128 steps in 8
+#: minibatches of 1,024 for 4 epochs, lr 5e-4 and clip 0.2 (values common in PPO on MinAtar, over
+#: the paper's Atari 2.5e-4 and 0.1); the value error is not clamped, since raw scores reach tens.
+MINATAR_PPO = {
+    "num_envs": 64,
+    "rollout_length": 128,
+    "num_minibatches": 8,
+    "num_epochs": 4,
+    "clip_param": 0.2,
+    "lr": 5e-4,
+    "vf_clip_param": 1e6,
+}
+
+
+def _minatar_env(task: int, training: bool) -> gym.Env:
+    return envs.make_minatar_env(MINATAR_GAMES[task][1])
+
+
+def _register_minatar(name: str, games: int, description: str) -> None:
+    register_rl_sequence(
+        RlSequence(
+            name=name,
+            tasks=tuple(RlTask(task, actions) for task, _, actions in MINATAR_GAMES[:games]),
+            trunk="minatar_cnn",
+            builder=_minatar_env,
+            description=description,
+            # Provisional, to be chosen by measurement (MinAtar's own agents train 5M frames).
+            steps_per_task=500_000,
+            ppo=MINATAR_PPO,
+            padded_actions=6,  # MinAtar's full action set (n, l, u, r, d, f)
+            requires={"minatar": envs.MINATAR_INSTALL},
+        )
+    )
+
+
+_register_minatar(
+    "minatar4", 4, "MinAtar SpaceInvaders, Breakout, Asterix, Freeway; 10x10x10 object maps"
+)
+_register_minatar(
+    "minatar5", 5, "minatar4 then Seaquest, which needs far more env steps than the others"
 )

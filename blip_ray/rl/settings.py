@@ -14,6 +14,9 @@ from typing import Any
 from blip_ray.methods import ContinualMethod, make_method
 from blip_ray.rl.sequences import get_rl_sequence
 
+#: Evaluation policies: the argmax of the task's head (the paper's), or a draw from its softmax.
+EVAL_POLICIES = ("greedy", "sampled")
+
 #: Evaluation episodes of a trial are seeded apart from its training seed, so the trained and the
 #: random policy are scored on the same episodes whatever the training consumed: episode ``i`` of
 #: the trained policy uses ``seed + EVAL_SEED_OFFSET + i``, of the random policy
@@ -98,7 +101,11 @@ class RlSettings:
     ppo: PpoSettings = dataclasses.field(default_factory=PpoSettings)
     """The sequence's PPO settings with the spec's overrides applied."""
     eval_episodes: int = 10
-    """Deterministic evaluation episodes per task (the paper: 10)."""
+    """Evaluation episodes per task (the paper: 10)."""
+    eval_policy: str = "greedy"
+    """Actions of the evaluation episodes: ``greedy``, the argmax of the task's head (the paper's
+    deterministic protocol), or ``sampled``, drawn from the head's softmax as in training (seeded
+    like the episodes). The random-policy baseline is uniform either way."""
     eval_interval: int = 100
     """Training iterations between evaluations inside a task (learning curves); 0: task ends."""
     eval_max_steps: int | None = None
@@ -120,6 +127,10 @@ class RlSettings:
         for name, low in (("eval_episodes", 1), ("eval_interval", 0), ("num_env_runners", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        if self.eval_policy not in EVAL_POLICIES:
+            raise ValueError(
+                f"eval_policy: expected one of {', '.join(EVAL_POLICIES)}, got {self.eval_policy!r}"
+            )
         if self.eval_max_steps is not None and self.eval_max_steps < 1:
             raise ValueError(f"eval_max_steps: must be >= 1, got {self.eval_max_steps}")
         if self.num_env_runners and self.ppo.num_envs % self.num_env_runners:
