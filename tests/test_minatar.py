@@ -29,14 +29,10 @@ from blip_ray.rl.envs import (
 from blip_ray.rl.module import MASKED_LOGIT, ContinualPPOModule, ModuleSettings
 from blip_ray.rl.sequences import MINATAR_GAMES, get_rl_sequence
 
-needs_minatar = pytest.mark.skipif(
-    importlib.util.find_spec("minatar") is None, reason="the minatar extra is not installed"
-)
 GAMES = [game for _, game, _ in MINATAR_GAMES]
 SPACE = gym.spaces.Box(0.0, 1.0, (10, 10, MINATAR_CHANNELS), np.float32)
 
 
-@needs_minatar
 def test_sequences_list_the_games_in_order() -> None:
     minatar4, minatar5 = get_rl_sequence("minatar4"), get_rl_sequence("minatar5")
     assert [t.name for t in minatar4.tasks] == ["SpaceInvaders", "Breakout", "Asterix", "Freeway"]
@@ -52,7 +48,6 @@ def test_sequences_list_the_games_in_order() -> None:
         env.close()
 
 
-@needs_minatar
 @pytest.mark.parametrize("game", GAMES)
 def test_observations_are_the_games_state_zero_padded(game: str) -> None:
     from minatar import Environment
@@ -76,7 +71,6 @@ def test_observations_are_the_games_state_zero_padded(game: str) -> None:
             break
 
 
-@needs_minatar
 def test_padded_actions_map_to_the_minimal_set_and_the_module_masks_the_rest() -> None:
     sequence = get_rl_sequence("minatar4")
     env = sequence.make_env(1)  # Breakout: n, l, r
@@ -100,7 +94,6 @@ def test_padded_actions_map_to_the_minimal_set_and_the_module_masks_the_rest() -
         assert torch.all(logits[:, :count] > MASKED_LOGIT)
 
 
-@needs_minatar
 def test_sticky_actions_repeat_the_last_action_one_time_in_ten() -> None:
     env = MinAtarEnv("breakout")
     assert env.game.sticky_action_prob == MINATAR_STICKY_ACTION_PROB == 0.1
@@ -115,7 +108,6 @@ def test_sticky_actions_repeat_the_last_action_one_time_in_ten() -> None:
     assert 0.08 < repeated < 0.12, repeated
 
 
-@needs_minatar
 @pytest.mark.parametrize("game", ["asterix", "seaquest"])
 def test_seeded_resets_replay_the_same_episode(game: str) -> None:
     def episode(env: gym.Env, seed: int) -> list[np.ndarray]:
@@ -171,7 +163,6 @@ def test_minatar_trunk_builds_every_way_a_method_asks(quantized: bool, task_stat
         assert module.compute_values(batch).shape == (5,)
 
 
-@needs_minatar
 @pytest.mark.ray
 def test_two_minatar_games_switch_evaluate_and_restore(ray_session: Any, tmp_path: Path) -> None:
     from blip_ray.rl.callbacks import learner_call
