@@ -30,3 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/perf/quant.py
 	$(BIN)/python benchmarks/perf/supervised.py
 	$(BIN)/python benchmarks/perf/rl.py
+	$(BIN)/python benchmarks/perf/minatar_throughput.py

@@ -81,7 +81,14 @@ def build_ppo_config(settings: ContinualSettings) -> ContinualPPOConfig:
         learner_gpus = 1.0 if _cluster_gpus() >= 1 else 0.0
     config = (
         ContinualPPOConfig()
-        .environment(env=ContinualEnv, env_config={"sequence": settings.sequence, "task": 0})
+        .environment(
+            env=ContinualEnv,
+            env_config={"sequence": settings.sequence, "task": 0},
+            # Discrete actions (the module refuses any other space): nothing to unsquash or clip,
+            # and RLlib's connector would copy every action batch to find that out.
+            normalize_actions=False,
+            clip_actions=False,
+        )
         .env_runners(
             num_env_runners=runners,
             num_envs_per_env_runner=ppo.num_envs // max(runners, 1),
