@@ -170,6 +170,10 @@ METRIC_NAMES: tuple[str, ...] = tuple(metric.key for metric in METRICS)
 """Keys of :func:`summary`, in table order."""
 
 
+#: Relative span under which a normalization scale counts as none (float32's precision is 6e-8).
+SCALE_TOLERANCE = 1e-6
+
+
 def normalize_returns(R: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarray:
     """Per-game normalised returns ``(R[:, u] - low[u]) / (high[u] - low[u])`` for RL.
 
@@ -189,7 +193,9 @@ def normalize_returns(R: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarr
     if np.any(span < 0):
         bad = np.flatnonzero(span < 0).tolist()
         raise ValueError(f"high must be >= low for every task; not so for task(s) {bad}")
-    degenerate = span == 0
+    degenerate = span <= SCALE_TOLERANCE * np.maximum(
+        1.0, np.maximum(np.abs(low_v), np.abs(high_v))
+    )
     scaled = (matrix - low_v) / np.where(degenerate, 1.0, span)
     return np.where(degenerate, np.nan, scaled)
 

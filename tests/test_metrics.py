@@ -157,6 +157,14 @@ def test_normalize_returns_degenerate_column_is_nan_without_warning() -> None:
     assert math.isnan(scaled[0, 1])
 
 
+def test_a_scale_equal_to_float32_precision_is_no_scale() -> None:
+    # A best observed return read back from a float32 buffer equals the random policy's 0.4 but
+    # for 6e-9; dividing by that span would report returns of -16,777,216.
+    high = float(np.float32(0.4))
+    scaled = normalize_returns([[0.0, 1.0]], [0.4, 0.0], [high, 1.0 + 1e-5])
+    assert math.isnan(scaled[0, 0]) and scaled[0, 1] == pytest.approx(1.0, abs=1e-4)
+
+
 def test_normalize_returns_rejects_high_below_low() -> None:
     with pytest.raises(ValueError, match="high must be >= low"):
         normalize_returns([[1.0, 2.0]], [0.0, 5.0], [1.0, 4.0])
