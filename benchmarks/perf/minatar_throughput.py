@@ -37,7 +37,15 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
-from pairs import Run, interleaved_pairs, others_cpu_s, parse_pairs, verdict  # noqa: E402
+from pairs import (  # noqa: E402
+    Run,
+    interleaved_pairs,
+    others_cpu_s,
+    parse_pairs,
+    print_ratio,
+    start_local_ray,
+    verdict,
+)
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -154,13 +162,7 @@ def main() -> None:
     pairs = parse_pairs(__doc__.split("\n", 1)[0], "RLlib/plain")
     start = time.perf_counter()
     torch.set_num_threads(1)
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
+    start_local_ray()
     rllib, algo = rllib_iteration()
     plain = plain_iteration()
     rllib(), plain()  # warm-up: env start, first allocations and kernel choices
@@ -169,16 +171,12 @@ def main() -> None:
     others = others_cpu_s() - others
     algo.stop()
     ray.shutdown()
-    low, high = stats.spread
     print(f"pairs={pairs}")
     print(f"batch_env_steps={PPO.train_batch_size}")
     print(f"iterations_per_pair={ITERATIONS_PER_PAIR}")
     print(f"rllib_steps_per_s={statistics.median(stats.a):.2f}")
     print(f"plain_steps_per_s={statistics.median(stats.b):.2f}")
-    print(f"minatar_rllib_ratio={stats.median:.3f}")
-    print(f"minatar_rllib_ratio_min={low:.3f}")
-    print(f"minatar_rllib_ratio_max={high:.3f}")
-    print(f"minatar_rllib_ratio_by_pair={','.join(f'{r:.3f}' for r in stats.ratios)}")
+    print_ratio("minatar_rllib_ratio", stats)
     print(f"others_cpu_s={others:.2f}")
     print(f"wall_s={time.perf_counter() - start:.1f}")
     print(verdict(pairs, stats.median >= TARGET))

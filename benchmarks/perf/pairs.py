@@ -83,3 +83,26 @@ def parse_pairs(description: str, sides: str) -> int:
 def verdict(pairs: int, met: bool) -> str:
     """The ``targets_met=`` line: ``unchecked`` with too few pairs to trust the median."""
     return f"targets_met={'unchecked' if pairs < MIN_PAIRS_FOR_VERDICT else 'yes' if met else 'no'}"
+
+
+def print_ratio(key: str, stats: PairStats) -> None:
+    """``key=``, ``key_min=``, ``key_max=`` and ``key_by_pair=`` lines of the pairs' ratios."""
+    low, high = stats.spread
+    print(f"{key}={stats.median:.3f}")
+    print(f"{key}_min={low:.3f}")
+    print(f"{key}_max={high:.3f}")
+    print(f"{key}_by_pair={','.join(f'{r:.3f}' for r in stats.ratios)}")
+
+
+def start_local_ray() -> None:
+    """A local Ray instance of 2 CPUs on loopback, quiet, for an RL benchmark."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )

@@ -35,7 +35,15 @@ import time
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
 
 import ray  # noqa: E402
-from pairs import Run, interleaved_pairs, others_cpu_s, parse_pairs, verdict  # noqa: E402
+from pairs import (  # noqa: E402
+    Run,
+    interleaved_pairs,
+    others_cpu_s,
+    parse_pairs,
+    print_ratio,
+    start_local_ray,
+    verdict,
+)
 from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
 
 from blip_ray.rl.config import build_ppo_config  # noqa: E402
@@ -83,13 +91,7 @@ def timed_iteration(algo: Algorithm) -> Run:
 def main() -> None:
     pairs = parse_pairs(__doc__.split("\n", 1)[0], "BLIP/plain")
     start = time.perf_counter()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
+    start_local_ray()
     algos = {
         "blip": build_ppo_config(settings("blip")).build_algo(),
         "plain": build_ppo_config(settings("finetune")).build_algo(),
@@ -108,16 +110,12 @@ def main() -> None:
     for algo in algos.values():
         algo.stop()
     ray.shutdown()
-    low, high = stats.spread
     print(f"pairs={pairs}")
     print(f"batch_env_steps={PPO_SETTINGS.train_batch_size}")
     print(f"iterations_per_pair={ITERATIONS_PER_PAIR}")
     print(f"blip_steps_per_s={statistics.median(stats.a):.2f}")
     print(f"plain_steps_per_s={statistics.median(stats.b):.2f}")
-    print(f"rl_step_ratio={stats.median:.3f}")
-    print(f"rl_step_ratio_min={low:.3f}")
-    print(f"rl_step_ratio_max={high:.3f}")
-    print(f"rl_step_ratio_by_pair={','.join(f'{r:.3f}' for r in stats.ratios)}")
+    print_ratio("rl_step_ratio", stats)
     print(f"others_cpu_s={others:.2f}")
     print(f"wall_s={time.perf_counter() - start:.1f}")
     print(verdict(pairs, stats.median >= TARGET))
