@@ -12,6 +12,7 @@ from torch import nn
 from blip_ray.methods import make_method
 from blip_ray.methods.hat import weight_view
 from blip_ray.methods.packnet import FREE
+from blip_ray.models.base import MultiHeadNet
 from blip_ray.models.task_state import TaskConv2d, TaskLinear
 from blip_ray.supervised import TrainSettings, run_sequence
 
@@ -154,9 +155,8 @@ def test_packnet_inference_for_a_task_ignores_the_weights_of_later_tasks():
 def test_packnet_prunes_the_smallest_magnitudes_of_the_task_and_zeroes_them():
     seq = synthetic_sequence(tasks=2)
     method = make_method("packnet")
-    model = nn.Module()
-    model.trunk = nn.Sequential(TaskLinear(3, 2, bias=False, num_tasks=2, task_state="masks"))
-    model.heads = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+    trunk = nn.Sequential(TaskLinear(3, 2, bias=False, num_tasks=2, task_state="masks"))
+    model = MultiHeadNet(trunk, 2, [2, 2])
     method.setup(model)
     layer = method.layers[0]
     with torch.no_grad():

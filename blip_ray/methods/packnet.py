@@ -77,7 +77,7 @@ class PacknetMethod(ContinualMethod):
         self.layers = task_layers(model.trunk)
         if not self.layers or any(layer.task_state != "masks" for layer in self.layers):
             raise ValueError("packnet needs a plain trunk built with task_state='masks'")
-        self.num_tasks = len(model.heads) if hasattr(model, "heads") else model.num_tasks
+        self.num_tasks = model.num_tasks
         weights = {id(layer.weight) for layer in self.layers}
         self.fixed = [p for p in model.trunk.parameters() if id(p) not in weights]
         self.task = 0

@@ -28,6 +28,11 @@ class MultiHeadNet(nn.Module):
         # Trunk layers with per-task state (HAT's gates, PackNet's owners): not submodules again.
         self.task_layers = task_layers(trunk)
 
+    @property
+    def num_tasks(self) -> int:
+        """Tasks of the network (one head each), as the RL module's ``num_tasks``."""
+        return len(self.heads)
+
     def features(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
         """The trunk's output; with ``task``, a trunk with per-task state serves that task."""
         if task is not None and self.task_layers:
