@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="shrink the spec to seconds: one seed, two tasks, one epoch",
     )
+    run.add_argument(
+        "--references",
+        action="store_true",
+        help="RL: instead of the methods, train PPO on each task alone for every seed (the "
+        "single-task references); writes reference_returns.yaml for report --reference-returns",
+    )
     run.add_argument("--quiet", action="store_true", help="only the per-task lines and table")
 
     report = commands.add_parser("report", help="(re)write the report of an experiment directory")
@@ -119,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, data_dir=args.data_dir)
     if args.smoke:
         spec = spec.smoke()
+    if args.references:
+        spec = spec.as_references()
     outcome = run_experiment(
         spec,
         address=args.address,
@@ -141,28 +149,36 @@ def _run(args: argparse.Namespace) -> int:
 def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
     words = ["blip-ray", "run", args.spec, "--resume", "--name", experiment_dir.name]
     words += ["--storage", str(experiment_dir.parent)]
-    words += ["--smoke"] * args.smoke + ["--data-dir", args.data_dir] * bool(args.data_dir)
+    words += ["--smoke"] * args.smoke + ["--references"] * args.references
+    words += ["--data-dir", args.data_dir] * bool(args.data_dir)
     words += ["--address", args.address] * bool(args.address)
     return shlex.join(words)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.results import load_trials
+    from blip_ray.experiments.results import write_experiment_report
     from blip_ray.experiments.spec import load_reference_returns
-    from blip_ray.experiments.storage import RUN_RECORD
-    from blip_ray.report import markdown_table, write_report
+    from blip_ray.experiments.storage import RUN_RECORD, SPEC_RECORD
 
     reference = load_reference_returns(args.reference_returns) if args.reference_returns else None
     run_dir = Path(args.run_dir)
-    trials = load_trials(run_dir, reference=reference) if run_dir.is_dir() else []
-    if not trials:
+    if not any(run_dir.glob("*/params.json")):
         raise ValueError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
     header = {"title": run_dir.name}
     record = run_dir / RUN_RECORD
     if record.is_file():  # the title, wall time and planned trials of the run that wrote it
         header.update(json.loads(record.read_text()))
-    write_report(trials, run_dir, **header)
-    print(markdown_table(trials))
+    spec = run_dir / SPEC_RECORD
+    references = spec.is_file() and bool(json.loads(spec.read_text()).get("references"))
+    if references and reference is not None:
+        raise ValueError(
+            f"--reference-returns: {run_dir} is a references experiment (it writes them); "
+            "pass the experiment whose returns they normalize"
+        )
+    trials, table = write_experiment_report(
+        run_dir, references, header, reference_returns=reference
+    )
+    print(table)
     return EXIT_FAILED if any(t.status != "ok" for t in trials) else EXIT_OK
 
 

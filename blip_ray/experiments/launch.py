@@ -20,12 +20,11 @@ from ray.tune.search.variant_generator import generate_variants
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
-from blip_ray.experiments.results import is_finished, load_trials
+from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
 from blip_ray.experiments.trainable import rl_trainable, supervised_trainable
 from blip_ray.records import TaskRow
-from blip_ray.report import markdown_table, write_report
 
 __all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
 
@@ -62,10 +61,13 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
     is drawn once per sample and shared by all seeds: mean ± CI over seeds stays meaningful.
     """
     run = {
-        "benchmark": spec.benchmark,
+        # references: one trial per task alone (its one-task sequence) and seed
+        "benchmark": (
+            tune.grid_search(spec.single_task_benchmarks()) if spec.references else spec.benchmark
+        ),
         "data_dir": _absolute(spec.data_dir),
         "download": spec.download,
-        "tasks": spec.tasks,
+        "tasks": 1 if spec.references else spec.tasks,
         "network": spec.network,
         "width": spec.width,
         "fc_width": spec.fc_width,
@@ -186,18 +188,15 @@ def run_experiment(
     # Tune ends fit() early, without raising, on SIGINT (its graceful stop): trials that neither
     # finished nor failed are what an interruption leaves behind.
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
-    trials = load_trials(experiment_dir)
     header = {
         "title": f"{spec.name} ({spec.benchmark})",
         "wall_s": wall,
         "planned": planned_trials(spec),
     }
     (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
-    write_report(trials, experiment_dir, **header)
+    trials, table = write_experiment_report(experiment_dir, spec.references, header)
     failed = sum(t.status != "ok" for t in trials)
-    return RunOutcome(
-        experiment_dir, len(trials), failed, wall, markdown_table(trials), interrupted
-    )
+    return RunOutcome(experiment_dir, len(trials), failed, wall, table, interrupted)
 
 
 @contextlib.contextmanager

@@ -11,21 +11,42 @@ import numpy as np
 
 from blip_ray import metrics
 from blip_ray.records import TaskRow, TrialResult
+from blip_ray.report import markdown_table, write_report
+from blip_ray.report.references import write_references
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
 
 
 def load_trials(
-    experiment_dir: Path, *, reference: dict[str, float] | None = None
+    experiment_dir: Path, *, reference: dict[str, float] | None = None, normalize: bool = True
 ) -> list[TrialResult]:
     """Every trial of the experiment, finished, failed or cut short, sorted by method and seed.
 
-    RL returns are normalized (:func:`normalize_rl_returns`); ``reference`` replaces the spec's
-    single-task reference returns.
+    RL returns are normalized (:func:`normalize_rl_returns`; not with ``normalize=False``, as for
+    single-task references, whose trials each hold another task); ``reference`` replaces the
+    spec's single-task reference returns.
     """
     trials = [_load_trial(p.parent) for p in sorted(Path(experiment_dir).glob("*/params.json"))]
-    normalize_rl_returns(trials, reference)
+    if normalize:
+        normalize_rl_returns(trials, reference)
     return sorted(trials, key=lambda t: (t.method, _hp_key(t.hyperparameters), t.seed, t.trial_id))
+
+
+def write_experiment_report(
+    experiment_dir: Path,
+    references: bool,
+    header: dict[str, Any],
+    *,
+    reference_returns: dict[str, float] | None = None,
+) -> tuple[list[TrialResult], str]:
+    """The experiment's report (a references experiment's: its reference returns); returns the
+    trials and the table to print."""
+    if references:
+        trials = load_trials(experiment_dir, normalize=False)
+        return trials, write_references(trials, experiment_dir, **header)
+    trials = load_trials(experiment_dir, reference=reference_returns)
+    write_report(trials, experiment_dir, **header)
+    return trials, markdown_table(trials)
 
 
 def _load_trial(trial_dir: Path) -> TrialResult:

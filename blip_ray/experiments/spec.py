@@ -23,7 +23,7 @@ from blip_ray.experiments import checks
 from blip_ray.experiments.checks import SearchLeaf, SpecError
 from blip_ray.methods import METHODS
 from blip_ray.models import MODELS, ModelOptions, check_build
-from blip_ray.rl.sequences import RL_SEQUENCES
+from blip_ray.rl.sequences import RL_SEQUENCES, find_rl_sequence
 from blip_ray.rl.settings import PpoSettings, RlSettings
 from blip_ray.supervised import TrainSettings
 
@@ -97,6 +97,9 @@ class ExperimentSpec:
     """Free text about the experiment, kept with its results."""
     rl: RlSettings | None = None
     """RL benchmarks: budgets, evaluation, PPO and env runners, resolved; None when supervised."""
+    references: bool = False
+    """Single-task references instead of the methods: PPO (``finetune``) on each task alone per
+    seed (:meth:`as_references`, ``blip-ray run --references``)."""
 
     @property
     def track(self) -> str:
@@ -120,12 +123,36 @@ class ExperimentSpec:
             rl=self.rl.smoke() if self.rl is not None else None,
         )
 
+    def as_references(self) -> ExperimentSpec:
+        """The spec's single-task references: each of its tasks trained alone (the one-task
+        sequence ``<benchmark>:<task>``) with plain PPO (``finetune``), for every seed, with the
+        same network, budget and evaluation; named ``<name>-references``."""
+        if self.rl is None:
+            raise SpecError(
+                f"--references: {self.benchmark} is supervised; single-task references are for "
+                "RL benchmarks (joint training is the supervised reference: methods: {joint: {}})"
+            )
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}-references"[:MAX_NAME_LENGTH],
+            methods={"finetune": {}},
+            samples=1,
+            references=True,
+            rl=dataclasses.replace(self.rl, reference_returns={}),
+        )
+
+    def single_task_benchmarks(self) -> list[str]:
+        """The one-task sequences of a references spec, one per task it runs."""
+        sequence = find_rl_sequence(self.benchmark)
+        return [sequence.single_task(task).name for task in range(self.tasks)]
+
     def record(self) -> dict[str, Any]:
         """The spec as plain JSON values: saved with the results, compared on ``--resume``."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search"} | {"device"}
+TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search", "references"}
+TOP_KEYS |= {"device"}
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
@@ -151,11 +178,15 @@ def parse_spec(raw: Any) -> ExperimentSpec:
             f"{MAX_NAME_LENGTH}"
         )
     benchmark = checks.string(raw["benchmark"], "benchmark")
-    if benchmark not in SEQUENCES and benchmark not in RL_SEQUENCES:
+    rl_sequence = find_rl_sequence(benchmark)
+    if benchmark not in SEQUENCES and rl_sequence is None:
         known = ", ".join(sorted([*SEQUENCES, *RL_SEQUENCES]))
-        raise SpecError(f"benchmark: unknown {benchmark!r}; known: {known}")
-    rl = benchmark in RL_SEQUENCES
-    if rl and (missing := RL_SEQUENCES[benchmark].missing_requirement()):
+        raise SpecError(
+            f"benchmark: unknown {benchmark!r}; known: {known} (or one task of an RL "
+            "benchmark alone, such as minatar4:Breakout)"
+        )
+    rl = rl_sequence is not None
+    if rl and (missing := rl_sequence.missing_requirement()):
         raise SpecError(f"benchmark: {missing}")
     ignored = [key for key in (SUPERVISED_KEYS if rl else ("rl",)) if key in raw]
     if ignored:
@@ -173,7 +204,7 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         raise SpecError("seeds: the list repeats a seed")
     resources = _resources(raw.get("resources", {}))
     if rl:
-        track = {"network": RL_SEQUENCES[benchmark].trunk, "rl": _rl(raw, benchmark, resources)}
+        track = {"network": rl_sequence.trunk, "rl": _rl(raw, benchmark, resources)}
     else:
         track = _supervised(raw, benchmark)
     methods = _methods(raw["methods"], benchmark)
@@ -198,7 +229,7 @@ def parse_spec(raw: Any) -> ExperimentSpec:
 
 def _tasks(raw: Any, benchmark: str) -> int:
     """How many tasks run: the sequence's first ``tasks`` (default: all of them)."""
-    rl_sequence = RL_SEQUENCES.get(benchmark)
+    rl_sequence = find_rl_sequence(benchmark)
     length = len(rl_sequence.tasks) if rl_sequence else SEQUENCES[benchmark].num_tasks
     tasks = length if raw is None else checks.integer(raw, "tasks", minimum=1)
     if tasks > length:
@@ -212,8 +243,9 @@ def _methods(raw: Any, benchmark: str) -> dict[str, dict[str, Any]]:
             "methods: expected a mapping of method name -> hyperparameters, "
             "e.g. {blip: {f_prior: 1e-15}, finetune: {}}"
         )
-    track = "rl" if benchmark in RL_SEQUENCES else "supervised"
-    defaults = RL_SEQUENCES[benchmark].method_defaults if track == "rl" else {}
+    rl_sequence = find_rl_sequence(benchmark)
+    track = "rl" if rl_sequence is not None else "supervised"
+    defaults = rl_sequence.method_defaults if rl_sequence is not None else {}
     out: dict[str, dict[str, Any]] = {}
     for method, hp in raw.items():
         if method not in METHODS:
@@ -352,7 +384,7 @@ def _rl(raw: dict[str, Any], benchmark: str, resources: Resources) -> RlSettings
 def _references(raw: Any, benchmark: str) -> dict[str, float]:
     if raw is None:
         return {}
-    names = [task.name for task in RL_SEQUENCES[benchmark].tasks]
+    names = [task.name for task in find_rl_sequence(benchmark).tasks]
     values = _return_mapping(raw, "rl.reference_returns", example=f"{{{names[0]}: 100.0}}")
     strangers = sorted(k for k in values if k not in names)
     if strangers:

@@ -31,6 +31,7 @@ RESULT_KEYS = (
     "download",
     "inject_failure",
     "rl",
+    "references",
 )
 """The spec keys that decide what the trials compute; resuming with other values is refused."""
 

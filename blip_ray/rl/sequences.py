@@ -15,6 +15,7 @@ changes ``task`` on every env runner at a task switch and rebuilds the env with 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -95,6 +96,21 @@ class RlSequence:
         """Size of the padded action space every task's env exposes."""
         return self.padded_actions or max(self.action_counts)
 
+    def single_task(self, task: int) -> RlSequence:
+        """Task ``task`` alone, as the one-task sequence ``<name>:<task name>``: the same env
+        behind the same padded action space, trunk, budget, PPO and method defaults. Trained
+        with ``finetune`` it is the task's single-task reference (``blip-ray run --references``).
+        """
+        own = self.tasks[task]
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}{TASK_SEPARATOR}{own.name}",
+            tasks=(own,),
+            builder=functools.partial(_task_of, self.builder, task),
+            description=f"{own.name} of {self.name} alone (its single-task reference)",
+            padded_actions=self.max_actions,
+        )
+
     def make_env(self, task: int, *, training: bool = True) -> gym.Env:
         """Task ``task``'s env for training (clipped rewards, life episodes where applicable) or
         evaluation (raw score), behind the sequence's padded action space."""
@@ -111,7 +127,13 @@ class RlSequence:
         )
 
 
+def _task_of(builder: EnvBuilder, task: int, _only: int, training: bool) -> gym.Env:
+    return builder(task, training)
+
+
 RL_SEQUENCES: dict[str, RlSequence] = {}
+#: ``<sequence>:<task name>`` names one task of a registered sequence as a sequence of its own.
+TASK_SEPARATOR = ":"
 
 
 def register_rl_sequence(sequence: RlSequence) -> RlSequence:
@@ -122,11 +144,28 @@ def register_rl_sequence(sequence: RlSequence) -> RlSequence:
     return sequence
 
 
+def find_rl_sequence(name: str) -> RlSequence | None:
+    """The registered sequence ``name``, or one task of it named ``<sequence>:<task name>``
+    (:meth:`RlSequence.single_task`); None when ``name`` is neither."""
+    if name in RL_SEQUENCES:
+        return RL_SEQUENCES[name]
+    parent, _, task = name.partition(TASK_SEPARATOR)
+    if parent not in RL_SEQUENCES:
+        return None
+    names = [own.name for own in RL_SEQUENCES[parent].tasks]
+    return RL_SEQUENCES[parent].single_task(names.index(task)) if task in names else None
+
+
 def get_rl_sequence(name: str) -> RlSequence:
-    """The registered sequence ``name``; a KeyError names the known ones."""
-    if name not in RL_SEQUENCES:
-        raise KeyError(f"unknown RL sequence {name!r}; known: {', '.join(sorted(RL_SEQUENCES))}")
-    return RL_SEQUENCES[name]
+    """:func:`find_rl_sequence`'s sequence; a KeyError names the known ones."""
+    sequence = find_rl_sequence(name)
+    if sequence is None:
+        known = ", ".join(sorted(RL_SEQUENCES))
+        raise KeyError(
+            f"unknown RL sequence {name!r}; known: {known} (or one task of one, "
+            f"<sequence>{TASK_SEPARATOR}<task>)"
+        )
+    return sequence
 
 
 def make_training_env(env_config: Mapping[str, Any]) -> gym.Env:
