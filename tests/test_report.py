@@ -317,3 +317,29 @@ def test_rl_budget_names_a_sampled_evaluation_policy(tmp_path: Path) -> None:
     normalize_rl_returns([trial])
     text = write_report([trial], tmp_path, title="rl").report_md.read_text()
     assert "evaluation: 3 sampled-policy episodes per task" in text.split("## Budget")[1]
+
+
+def test_learning_curves_draw_each_seed_thin_and_their_mean_thick() -> None:
+    from blip_ray.report.plots import _plot_curves
+    from blip_ray.report.tables import ok_groups
+
+    def curve(values: list[tuple[float, float]]) -> list[dict]:
+        return [{"env_steps": 100 * (i + 1), "returns": list(v)} for i, v in enumerate(values)]
+
+    seeds = [
+        curve([(1.0, 0.0), (3.0, 0.0), (5.0, 2.0)]),
+        curve([(2.0, 0.0), (5.0, 0.0), (9.0, 4.0), (9.5, 4.5)]),  # one evaluation more
+    ]
+    trials = [
+        _trial("sgd", seed, curve=points, matrix=MATRICES[("sgd", seed)][:2], task_names=TASKS)
+        for seed, points in enumerate(seeds)
+    ]
+    (group,) = ok_groups(trials)
+    axes = _plot_curves(group).axes[0]
+    thick = {line.get_label(): line for line in axes.get_lines() if line.get_linewidth() == 2}
+    assert sorted(thick) == ["t0 (mean of 2 seeds)", "t1 (mean of 2 seeds)"]
+    np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_xdata(), [100, 200, 300])
+    np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_ydata(), [1.5, 4.0, 7.0])
+    np.testing.assert_allclose(thick["t1 (mean of 2 seeds)"].get_ydata(), [0.0, 0.0, 3.0])
+    thin = [line for line in axes.get_lines() if line.get_linewidth() < 1]
+    assert len(thin) == 4 and all(line.get_alpha() == 0.35 for line in thin)

@@ -128,19 +128,29 @@ def _plot_capacity(groups: list[Group]) -> Figure:
 
 
 def _plot_curves(group: Group) -> Figure:
-    """RL learning curves: each game's raw evaluation return against env steps (seed 0 order
-    of games; one line per seed, thin, so the spread shows)."""
+    """RL learning curves: each game's raw evaluation return against env steps, one thin line per
+    seed so the spread shows and, over several seeds, their mean drawn thick (at the env steps
+    every seed evaluated: the seeds of a setting evaluate at the same steps)."""
     trials = [trial for trial in group.trials if trial.curve]
     names = shared_names(trials)
     tasks = max(len(point["returns"]) for trial in trials for point in trial.curve)
     figure, axes = _new_figure(8.0, 4.0)
     palette = colormaps["tab10" if tasks <= 10 else "tab20"]
     for u in range(tasks):
-        for i, trial in enumerate(trials):
-            steps = [p["env_steps"] for p in trial.curve if u < len(p["returns"])]
-            values = [p["returns"][u] for p in trial.curve if u < len(p["returns"])]
-            label = task_name(names, u) if i == 0 else None
-            axes.plot(steps, values, "-", color=palette(u % palette.N), linewidth=1, label=label)
+        color = palette(u % palette.N)
+        seeds = [{p["env_steps"]: p["returns"][u] for p in t.curve if u < len(p["returns"])}
+                 for t in trials]  # fmt: skip
+        seeds = [points for points in seeds if points]
+        alone = len(seeds) == 1
+        for points in seeds:
+            axes.plot(list(points), list(points.values()), "-", color=color,
+                      linewidth=1 if alone else 0.6, alpha=1 if alone else 0.35,
+                      label=task_name(names, u) if alone else None)  # fmt: skip
+        shared = sorted(set.intersection(*(set(points) for points in seeds))) if seeds else []
+        if not alone and shared:
+            mean = [float(np.mean([points[n] for points in seeds])) for n in shared]
+            label = f"{task_name(names, u)} (mean of {len(seeds)} seeds)"
+            axes.plot(shared, mean, "-", color=color, linewidth=2, label=label)
     axes.set_xlabel("env steps (all tasks)")
     axes.set_ylabel("evaluation return (raw score)")
     axes.set_title(f"{group.name}: learning curves", fontsize="medium")
