@@ -128,6 +128,21 @@ def test_weight_sync_state_leaves_blip_buffers_on_the_learner(
     atari_module.set_active_task(0)
 
 
+def test_runner_copy_acts_in_eval_mode_without_switching() -> None:
+    settings = ModuleSettings(trunk="mlp", action_counts=(2, 3), task_state="gates")
+    learner = build(VECTOR_SPACE, settings, actions=3)
+    runner_copy = build(VECTOR_SPACE, settings, actions=3, inference_only=True)
+    runner_copy.set_state(learner.get_state(inference_only=True))
+    assert learner.training and not any(m.training for m in runner_copy.modules())
+    obs = {Columns.OBS: torch.randn(5, 4)}
+    for forward in ("forward_exploration", "forward_inference"):
+        want = getattr(learner, forward)(obs)[Columns.ACTION_DIST_INPUTS]
+        assert learner.training  # RLlib's switch back after the call
+        got = getattr(runner_copy, forward)(obs)[Columns.ACTION_DIST_INPUTS]
+        assert not runner_copy.training and not got.requires_grad
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_mlp_trunk_for_vector_observations() -> None:
     settings = ModuleSettings(trunk="mlp", action_counts=(2, 3), quantized=True)
     module = build(VECTOR_SPACE, settings, actions=3)

@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.connectors.module_to_env import GetActions
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
 from blip_ray.rl.callbacks import ContinualTaskCallback
+from blip_ray.rl.connectors import ActionsToEnv, BatchObservations
 from blip_ray.rl.learners import ContinualPPOLearner, LastBatchObservations
 from blip_ray.rl.module import ContinualPPOModule, ModuleSettings
 from blip_ray.rl.sequences import ContinualEnv, get_rl_sequence
@@ -73,6 +75,14 @@ def module_spec(settings: ContinualSettings) -> RLModuleSpec:
     return RLModuleSpec(module_class=ContinualPPOModule, model_config=module.to_dict())
 
 
+def _env_to_module(env: Any = None, spaces: Any = None, device: Any = None) -> BatchObservations:
+    return BatchObservations(device=device)
+
+
+def _module_to_env(env: Any = None, spaces: Any = None) -> list[Any]:
+    return [GetActions(), ActionsToEnv()]
+
+
 def build_ppo_config(settings: ContinualSettings) -> ContinualPPOConfig:
     """The ``ContinualPPOConfig`` of a continual run (new API stack, one local learner)."""
     ppo, runners = settings.rl.ppo, settings.rl.num_env_runners
@@ -93,6 +103,12 @@ def build_ppo_config(settings: ContinualSettings) -> ContinualPPOConfig:
             num_env_runners=runners,
             num_envs_per_env_runner=ppo.num_envs // max(runners, 1),
             rollout_fragment_length=ppo.rollout_length,
+            # The defaults' data in one step each (blip_ray.rl.connectors); RLlib's own action
+            # sampling stays.
+            env_to_module_connector=_env_to_module,
+            add_default_connectors_to_env_to_module_pipeline=False,
+            module_to_env_connector=_module_to_env,
+            add_default_connectors_to_module_to_env_pipeline=False,
         )
         .learners(num_learners=0, num_gpus_per_learner=learner_gpus)
         .rl_module(rl_module_spec=module_spec(settings))

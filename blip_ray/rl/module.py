@@ -184,6 +184,10 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         # Atari frames arrive as uint8 0..255 (the official CNNBase divides by 255 itself);
         # float observations (vectors, MinAtar's 0/1 object maps) go in as they are.
         self.input_scale = 1.0 / 255.0 if self.observation_space.dtype == np.uint8 else None
+        if self.inference_only:
+            # Env-runner copies only act: eval mode once here, so that forward_exploration and
+            # forward_inference need not switch every submodule to eval and back on each step.
+            self.eval()
         self.learner_only_keys = frozenset(
             f"trunk.{name}.{buffer}"
             for name, layer in self.trunk.named_modules()
@@ -224,6 +228,18 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         # Inference and exploration: logits only, so no embeddings land in the episodes.
         features = self.features(batch[Columns.OBS])
         return {Columns.ACTION_DIST_INPUTS: self.padded_logits(features, self._task())}
+
+    @override(TorchRLModule)
+    def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.training:  # RLlib's: eval mode for the call, train mode back after it
+            return super().forward_exploration(batch, **kwargs)
+        return self._forward_exploration(batch, **kwargs)
+
+    @override(TorchRLModule)
+    def forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.training:
+            return super().forward_inference(batch, **kwargs)
+        return self._forward_inference(batch, **kwargs)
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
