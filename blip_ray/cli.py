@@ -28,6 +28,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"blip-ray: error: {message} (see {self.prog} --help)\n")
 
 
+_PLUGIN_FLAG = ("--plugin",)
+_PLUGIN_HELP = {
+    "action": "append",
+    "default": [],
+    "metavar": "MODULE_OR_FILE",
+    "help": "import a module (mypkg.methods) or file (./my_bench.py) that registers methods, "
+    "benchmarks or networks, here and in every Ray worker; repeatable; adds to the spec's plugins",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="blip-ray",
@@ -45,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "matrices.csv, report.md, plots) is written into the experiment directory.",
     )
     run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
+    run.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
     run.add_argument(
         "--resume",
         action="store_true",
@@ -86,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "per-game normalization); replaces the spec's rl.reference_returns",
     )
 
-    commands.add_parser("list", help="benchmarks, networks, methods and their hyperparameters")
+    listing = commands.add_parser(
+        "list", help="benchmarks, networks, methods and their hyperparameters"
+    )
+    listing.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
     return parser
 
 
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from blip_ray.experiments.spec import load_spec
 
-    spec = load_spec(args.spec)  # every spec mistake stops the run here, before Ray is imported
+    # every spec mistake (plugins included) stops the run here, before Ray is imported
+    spec = load_spec(args.spec, plugins=args.plugin)
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         # An embedded instance is one machine: keep it on loopback (Ray would advertise the
         # interface address). Ray reads this when imported, so it is set before the import.
@@ -149,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
 def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
     words = ["blip-ray", "run", args.spec, "--resume", "--name", experiment_dir.name]
     words += ["--storage", str(experiment_dir.parent)]
+    words += [word for plugin in args.plugin for word in ("--plugin", plugin)]
     words += ["--smoke"] * args.smoke + ["--references"] * args.references
     words += ["--data-dir", args.data_dir] * bool(args.data_dir)
     words += ["--address", args.address] * bool(args.address)
@@ -186,7 +202,10 @@ def _list(args: argparse.Namespace) -> int:
     from blip_ray.data import SEQUENCES
     from blip_ray.methods import METHODS
     from blip_ray.models import MODELS
+    from blip_ray.plugins import load_plugins
     from blip_ray.rl.sequences import RL_SEQUENCES
+
+    load_plugins(args.plugin)
 
     print("supervised benchmarks:")
     for name, entry in sorted(SEQUENCES.items()):

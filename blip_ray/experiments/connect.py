@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import ray
 
@@ -19,11 +20,12 @@ CONNECT_TIMEOUT_S = 5.0
 """How long the TCP probe of a cluster address may wait before the run gives up."""
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> None:
     """Attach to ``address`` (or RAY_ADDRESS), or start an embedded instance on loopback.
 
     An already initialized Ray (a test session, a notebook) is reused; an explicit address is
-    still checked, so a typo fails instead of being ignored.
+    still checked, so a typo fails instead of being ignored. ``runtime_env`` applies to every
+    worker of this driver (the plugins' import hook); a reused Ray keeps its own.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
@@ -39,10 +41,11 @@ def init_ray(address: str | None) -> None:
             _node_ip_address="127.0.0.1",
             configure_logging=False,
             log_to_driver=False,
+            runtime_env=runtime_env,
         )
         return
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
         raise UserError(_connect_failure(address, err)) from None
 

@@ -24,6 +24,7 @@ from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
 from blip_ray.experiments.trainable import rl_trainable, supervised_trainable
+from blip_ray.plugins import resolve, worker_runtime_env
 from blip_ray.records import TaskRow
 
 __all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
@@ -82,6 +83,7 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         ),
         "track": spec.track,
         "rl": spec.rl.to_dict() if spec.rl is not None else None,
+        "plugins": resolve(spec.plugins),
     }
     methods = [
         {
@@ -145,7 +147,7 @@ def run_experiment(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _check_data(spec)
-    init_ray(address)
+    init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
     check_resources(spec)
     if not resume:
         write_spec_record(spec, experiment_dir)

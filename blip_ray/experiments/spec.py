@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from blip_ray.experiments import checks
 from blip_ray.experiments.checks import SearchLeaf, SpecError
 from blip_ray.methods import METHODS
 from blip_ray.models import MODELS, ModelOptions, check_build
+from blip_ray.plugins import PluginError, load_plugins
 from blip_ray.rl.sequences import RL_SEQUENCES, find_rl_sequence
 from blip_ray.rl.settings import PpoSettings, RlSettings
 from blip_ray.supervised import TrainSettings
@@ -97,6 +99,9 @@ class ExperimentSpec:
     """Free text about the experiment, kept with its results."""
     rl: RlSettings | None = None
     """RL benchmarks: budgets, evaluation, PPO and env runners, resolved; None when supervised."""
+    plugins: tuple[str, ...] = ()
+    """The user's modules or files imported before the spec is checked and in every Ray worker
+    (:mod:`blip_ray.plugins`): the spec's ``plugins:`` and ``--plugin``."""
     references: bool = False
     """Single-task references instead of the methods: PPO (``finetune``) on each task alone per
     seed (:meth:`as_references`, ``blip-ray run --references``)."""
@@ -156,16 +161,18 @@ TOP_KEYS |= {"device"}
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a YAML spec file."""
-    return parse_spec(checks.read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml"))
+def load_spec(path: str | Path, *, plugins: Sequence[str] = ()) -> ExperimentSpec:
+    """Read and validate a YAML spec file; ``plugins`` (``--plugin``) are imported first."""
+    raw = checks.read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml")
+    return parse_spec(raw, plugins=plugins)
 
 
-def parse_spec(raw: Any) -> ExperimentSpec:
-    """Validate a spec already loaded into Python objects."""
+def parse_spec(raw: Any, *, plugins: Sequence[str] = ()) -> ExperimentSpec:
+    """Validate a spec already loaded into Python objects, after importing its plugins."""
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping of keys (name, benchmark, methods, seeds, ...)")
     checks.unknown(raw, TOP_KEYS, "spec")
+    plugins = _plugins(raw.get("plugins"), given=plugins)
     for key in REQUIRED:
         if key not in raw:
             raise SpecError(f"spec: missing required key '{key}'")
@@ -223,8 +230,26 @@ def parse_spec(raw: Any) -> ExperimentSpec:
         max_concurrent=checks.optional(checks.integer, raw, "max_concurrent", minimum=1),
         inject_failure=_injection(raw.get("inject_failure"), tasks),
         description=str(raw.get("description", "")),
+        plugins=plugins,
         **track,
     )
+
+
+def _plugins(raw: Any, *, given: Sequence[str]) -> tuple[str, ...]:
+    """``--plugin`` then the spec's ``plugins:``, each imported (a failure: one line, exit 2)."""
+    if raw is not None and (
+        not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw)
+    ):
+        raise SpecError(
+            "plugins: expected a list of module names or Python files, e.g. "
+            "[mypkg.methods, ./my_bench.py]"
+        )
+    plugins = tuple(dict.fromkeys([*given, *(raw or [])]))
+    try:
+        load_plugins(plugins)
+    except PluginError as err:
+        raise SpecError(str(err)) from None
+    return plugins
 
 
 def _tasks(raw: Any, benchmark: str) -> int:

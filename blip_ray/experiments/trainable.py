@@ -24,6 +24,7 @@ from blip_ray.data import load_sequence
 from blip_ray.methods import make_method
 from blip_ray.models import ModelOptions, build_model
 from blip_ray.models.bayesian import DEFAULT_RATIO
+from blip_ray.plugins import load_plugins
 from blip_ray.quant import DEFAULT_MAX_BIT
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 
@@ -33,6 +34,7 @@ FAILURE_MARKER = ".injected_failure"
 def supervised_trainable(config: dict[str, Any]) -> None:
     """``config``: ``run`` (the spec's shared settings) and ``method`` ({name, hp, seed})."""
     run, seed = config["run"], int(config["method"]["seed"])
+    _load_plugins(run)
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
     sequence = load_sequence(
         run["benchmark"], data_dir=run["data_dir"], seed=seed, download=run["download"]
@@ -73,6 +75,7 @@ def rl_trainable(config: dict[str, Any]) -> None:
     from blip_ray.rl.settings import ContinualSettings, RlSettings
 
     run, method = config["run"], config["method"]
+    _load_plugins(run)
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
     settings = ContinualSettings(
         sequence=run["benchmark"],
@@ -88,6 +91,13 @@ def rl_trainable(config: dict[str, Any]) -> None:
         records = run_rl_sequence(settings, resume=Path(resume) if resume else None)
         # closing: a stopped trial (tune.report raising) stops the algorithm and its actors now
         _report(stack.enter_context(contextlib.closing(records)), run, done=[0])
+
+
+def _load_plugins(run: dict[str, Any]) -> None:
+    """The run's plugins, in the trial's own process too: a Ray started elsewhere (a notebook, a
+    test session) has no setup hook for them."""
+    entries = run.get("plugins") or []
+    load_plugins([given for given, _ in entries], absolute=[path for _, path in entries])
 
 
 def _report(records: Iterable[Any], run: dict[str, Any], *, done: list[int]) -> None:
