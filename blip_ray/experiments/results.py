@@ -40,8 +40,8 @@ def write_experiment_report(
     *,
     reference_returns: dict[str, float] | None = None,
 ) -> tuple[list[TrialResult], str]:
-    """The experiment's report (a references experiment's: its reference returns), with the
-    provenance the experiment recorded; returns the trials and the table to print."""
+    """The experiment's report (a references experiment's: its reference returns; otherwise
+    with the provenance the experiment recorded); returns the trials and the table to print."""
     if references:
         trials = load_trials(experiment_dir, normalize=False)
         return trials, write_references(trials, experiment_dir, **header)
