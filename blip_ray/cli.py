@@ -149,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         storage=args.storage,
         name=args.name,
         verbose=0 if args.quiet else 1,
+        flags={"smoke": args.smoke, "references": args.references, "data_dir": args.data_dir},
     )
     print(f"\n{outcome.table}\n")
     print(

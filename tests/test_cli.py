@@ -375,7 +375,10 @@ def test_resume_accepts_new_reference_returns_but_not_a_new_budget(tmp_path):
     spec.write_text(RL_GOOD + "rl: {steps_per_task: 1024, reference_returns: {cartpole-0: 500}}\n")
     _check_same_spec(load_spec(spec), tmp_path / "e")  # references only rescale the report
     spec.write_text(RL_GOOD + "rl: {steps_per_task: 2048}\n")
-    with pytest.raises(UserError, match="started with rl="):
+    with pytest.raises(
+        UserError,
+        match="started with rl.steps_per_task=1024, this spec has rl.steps_per_task=2048;",
+    ):
         _check_same_spec(load_spec(spec), tmp_path / "e")
 
 

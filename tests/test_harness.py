@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import pytest
 
 from blip_ray.experiments.launch import run_experiment
+from blip_ray.experiments.provenance import read_provenance
 from blip_ray.experiments.results import load_trials, task_rows
 from blip_ray.experiments.spec import FailureInjection, parse_spec
+from blip_ray.experiments.storage import RUN_RECORD
 
 pytestmark = pytest.mark.ray
 
@@ -83,6 +86,15 @@ def test_an_interrupted_experiment_resumes_without_redoing_tasks(uninterrupted, 
         assert tasks == [0, 1, 2], f"{trial_id} redid a task: {tasks}"
     for trial in load_trials(resumed.experiment_dir):
         assert trial.matrix == reference[(trial.method, trial.seed)].matrix
+    # each run segment is recorded, and the report's wall time is theirs summed
+    segments = read_provenance(resumed.experiment_dir)["segments"]
+    assert [(s["resumed"], s["interrupted"]) for s in segments] == [(False, False), (True, False)]
+    assert [s["wall_s"] for s in segments] == [first.wall_s, resumed.wall_s]
+    header = json.loads((resumed.experiment_dir / RUN_RECORD).read_text())
+    assert header["wall_s"] == pytest.approx(first.wall_s + resumed.wall_s)
+    report = (resumed.experiment_dir / "report.md").read_text()
+    assert f"({header['wall_s']:.1f} s over 2 run segments)" in report
+    assert f"- Flags: `--storage {tmp_path} --resume`." in report.split("## Provenance")[1]
 
 
 def test_the_local_instance_stays_on_loopback(ray_session):

@@ -206,6 +206,17 @@ def test_capacity_of_bits_units_and_weights_is_labelled_in_the_table_and_one_plo
     assert (tmp_path / "out" / "capacity.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_the_capacity_plot_has_a_title_with_its_seeds(trials: list[TrialResult]) -> None:
+    from blip_ray.report.plots import _plot_capacity
+    from blip_ray.report.tables import ok_groups
+
+    blip = [group for group in ok_groups(trials) if group.method == "blip"]
+    title = _plot_capacity(blip).axes[0].get_title()
+    assert title == "Network capacity used after each task, mean of 1 or 2 seeds"
+    alone = _plot_capacity([group for group in blip if len(group.trials) == 1])
+    assert alone.axes[0].get_title().endswith("mean of 1 seed")
+
+
 def test_markdown_table_without_ok_trials() -> None:
     assert "No trials with status ok" in markdown_table([_failed()])
 

@@ -9,10 +9,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.variant_generator import generate_variants
@@ -20,6 +21,7 @@ from ray.tune.search.variant_generator import generate_variants
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
+from blip_ray.experiments.provenance import finish_segment, start_segment
 from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
@@ -139,8 +141,13 @@ def run_experiment(
     storage: str | None = None,
     name: str | None = None,
     verbose: int = 1,
+    flags: Mapping[str, Any] | None = None,
 ) -> RunOutcome:
-    """Run (or resume) every trial of ``spec``, then write and return the report."""
+    """Run (or resume) every trial of ``spec``, then write and return the report.
+
+    ``flags`` are the command line's other choices (``--smoke``, ``--data-dir``, ...), recorded
+    with this run segment's provenance next to ``address``, ``storage``, ``name`` and ``resume``.
+    """
     experiment_dir = experiment_dir_for(spec, storage=storage, name=name, resume=resume)
     # Per-task checkpoints of many short trials trip Tune's snapshot-frequency warning every few
     # seconds; the snapshots are intended, so the warning is noise here.
@@ -151,6 +158,15 @@ def run_experiment(
     check_resources(spec)
     if not resume:
         write_spec_record(spec, experiment_dir)
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    start_segment(
+        experiment_dir,
+        spec,
+        resumed=resume,
+        flags={"address": given, "storage": storage, "name": name, "resume": resume}
+        | dict(flags or {}),
+        cluster=_cluster(embedded=given in (None, "local")),
+    )
     trainable = trial_trainable(spec)
     start = time.perf_counter()
     if resume:
@@ -192,13 +208,25 @@ def run_experiment(
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     header = {
         "title": f"{spec.name} ({spec.benchmark})",
-        "wall_s": wall,
+        # every segment's: a resumed run's own seconds would overstate its trials per minute
+        "wall_s": finish_segment(experiment_dir, wall_s=wall, interrupted=interrupted),
         "planned": planned_trials(spec),
     }
     (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
     trials, table = write_experiment_report(experiment_dir, spec.references, header)
     failed = sum(t.status != "ok" for t in trials)
     return RunOutcome(experiment_dir, len(trials), failed, wall, table, interrupted)
+
+
+def _cluster(*, embedded: bool) -> dict[str, Any]:
+    """The Ray cluster the trials run on, as the provenance records it."""
+    resources = ray.cluster_resources()
+    return {
+        "embedded": embedded,
+        "nodes": sum(node.get("Alive", False) for node in ray.nodes()),
+        "cpus": resources.get("CPU", 0.0),
+        "gpus": resources.get("GPU", 0.0),
+    }
 
 
 @contextlib.contextmanager

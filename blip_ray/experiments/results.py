@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from blip_ray import metrics
+from blip_ray.experiments.provenance import read_provenance
 from blip_ray.records import TaskRow, TrialResult
 from blip_ray.report import markdown_table, write_report
 from blip_ray.report.references import write_references
@@ -39,13 +40,13 @@ def write_experiment_report(
     *,
     reference_returns: dict[str, float] | None = None,
 ) -> tuple[list[TrialResult], str]:
-    """The experiment's report (a references experiment's: its reference returns); returns the
-    trials and the table to print."""
+    """The experiment's report (a references experiment's: its reference returns; otherwise
+    with the provenance the experiment recorded); returns the trials and the table to print."""
     if references:
         trials = load_trials(experiment_dir, normalize=False)
         return trials, write_references(trials, experiment_dir, **header)
     trials = load_trials(experiment_dir, reference=reference_returns)
-    write_report(trials, experiment_dir, **header)
+    write_report(trials, experiment_dir, **header, provenance=read_provenance(experiment_dir))
     return trials, markdown_table(trials)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,22 +60,35 @@ def experiment_dir_for(
         return candidate
     from ray import tune  # only a resume reads Tune's state: the rest of this module is Ray-free
 
-    if name:
-        candidates = [root / name]
-    else:
-        candidates = sorted(
-            (p for p in root.glob(f"{spec.name}-*") if p.is_dir()),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
+    candidates = [root / name] if name else _experiments_of(spec, root)
+    candidates = [c for c in candidates if tune.Tuner.can_restore(str(c))]
+    if not candidates:
+        raise UserError(
+            f"nothing to resume: no experiment of '{spec.name}' under {root}; "
+            "run without --resume to start one"
         )
-    for candidate in candidates:
-        if tune.Tuner.can_restore(str(candidate)):
-            _check_same_spec(spec, candidate)
-            return candidate
-    raise UserError(
-        f"nothing to resume: no experiment of '{spec.name}' under {root}; "
-        "run without --resume to start one"
-    )
+    others = [c.name for c in candidates[1:]]
+    _check_same_spec(spec, candidates[0], others=others)
+    return candidates[0]
+
+
+def _experiments_of(spec: ExperimentSpec, root: Path) -> list[Path]:
+    """The experiment directories under ``root`` that ran ``spec``, latest first: those whose
+    saved spec has its name or computes the same trials (whatever ``--name`` called them), and,
+    from before specs were saved, those named ``<spec name>-<time>``."""
+    now = _comparable(spec.record())
+    found = []
+    for path in (p for p in root.iterdir() if p.is_dir()):
+        try:
+            started = _comparable(json.loads((path / SPEC_RECORD).read_text()))
+        except (OSError, ValueError):  # no record (older runs, not an experiment) or unreadable
+            if path.name.startswith(f"{spec.name}-") and not (path / SPEC_RECORD).exists():
+                found.append(path)
+            continue
+        same = all(started.get(key) == now.get(key) for key in RESULT_KEYS)
+        if started.get("name") == spec.name or same:
+            found.append(path)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _storage_root(storage: str) -> Path:
@@ -96,28 +110,67 @@ def _storage_root(storage: str) -> Path:
     return root
 
 
-def _check_same_spec(spec: ExperimentSpec, experiment_dir: Path) -> None:
-    """Tune restores trials as they were configured: a changed spec would be silently ignored."""
+def _check_same_spec(
+    spec: ExperimentSpec, experiment_dir: Path, *, others: Sequence[str] = ()
+) -> None:
+    """Tune restores trials as they were configured: a changed spec would be silently ignored.
+
+    The refusal names up to three differing keys (nested ones by their path, ``rl.ppo.lr``) with
+    both values, and ``others``: the spec's other experiments, which ``--name`` can pick.
+    """
     path = experiment_dir / SPEC_RECORD
     if not path.is_file():
         return
-    started, now = json.loads(path.read_text()), spec.record()
-    for record in (started, now):  # references only scale the report; they may come later
-        if isinstance(record.get("rl"), dict):
-            record["rl"].pop("reference_returns", None)
-            record["rl"].setdefault("eval_policy", "greedy")  # runs from before the setting
-    for key in RESULT_KEYS:
-        if started.get(key) != now.get(key):
-            raise UserError(
-                f"--resume: {experiment_dir.name} started with {key}={_short(started.get(key))}, "
-                f"this spec has {key}={_short(now.get(key))}; resume with the spec and flags "
-                "(--smoke, --data-dir) it started with, or run without --resume"
-            )
+    started, now = _comparable(json.loads(path.read_text())), _comparable(spec.record())
+    differences = [
+        found
+        for key in RESULT_KEYS
+        for found in _differences(started.get(key, _ABSENT), now.get(key, _ABSENT), key)
+    ]
+    if not differences:
+        return
+    (key, old, new), *more = differences
+    also = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in more[:2])
+    also += f" and {len(more) - 2} more" if len(more) > 2 else ""
+    hint = f"; or pick another experiment with --name ({', '.join(others[:5])})" if others else ""
+    raise UserError(
+        f"--resume: {experiment_dir.name} started with {key}={_short(old)}, this spec has "
+        f"{key}={_short(new)}" + (f" (also {also})" if also else "") + "; resume with the spec "
+        "and flags (--smoke, --data-dir) it started with, or run without --resume" + hint
+    )
+
+
+_ABSENT = object()
+"""A key one of two compared records lacks."""
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec as ``--resume`` compares it: reference returns only scale the report (they
+    may come later), and runs from before ``eval_policy`` evaluated greedily."""
+    if isinstance(record.get("rl"), dict):
+        record["rl"].pop("reference_returns", None)
+        record["rl"].setdefault("eval_policy", "greedy")
+    return record
+
+
+def _differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """Each (dotted key path, old value, new value) where two JSON values differ, nested dicts
+    compared key by key in the started record's order."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [*old, *(k for k in new if k not in old)]
+        return [
+            found
+            for k in keys
+            for found in _differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{path}.{k}")
+        ]
+    return [] if old == new else [(path, old, new)]
 
 
 def _short(value: Any) -> str:
+    if value is _ABSENT:
+        return "(unset)"
     text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_spec_record(spec: ExperimentSpec, experiment_dir: Path) -> None:

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from blip_ray.records import TrialResult
 from blip_ray.report import tables
 from blip_ray.report.plots import write_plots
+from blip_ray.report.provenance import provenance_lines
 
 FILE_NAMES = ("summary.csv", "matrices.csv", "report.md")
 
@@ -121,13 +123,16 @@ def _markdown(
     title: str,
     wall_s: float | None,
     planned: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
     status = Counter(trial.status for trial in trials)
     units = sorted({tables.UNITS.get(trial.metric, trial.metric) for trial in trials}) or ["none"]
     lines = [f"# {title}", "", f"Values: {', '.join(units)}."]
     if wall_s is not None:
         rate = f", {len(trials) * 60 / wall_s:.2f} trials per minute" if wall_s > 0 else ""
-        lines.append(f"Wall time: {_duration(wall_s)} ({wall_s:.1f} s){rate}.")
+        segments = len((provenance or {}).get("segments") or [])
+        summed = f" over {segments} run segments" if segments > 1 else ""
+        lines.append(f"Wall time: {_duration(wall_s)} ({wall_s:.1f} s{summed}){rate}.")
     known = ("ok", "failed", "incomplete")
     others = "".join(f", {n} {s}" for s, n in sorted(status.items()) if s not in known)
     if planned is not None and planned > len(trials):
@@ -158,6 +163,7 @@ def _markdown(
         lines += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
     if not plots:
         lines.append("None (no trial with status ok).")
+    lines += provenance_lines(provenance)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -168,12 +174,14 @@ def write_report(
     title: str,
     wall_s: float | None = None,
     planned: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> ReportPaths:
     """Write summary.csv, matrices.csv, the PNG plots and report.md (linking them) to out_dir.
 
     ``wall_s`` is the whole run's wall time; with it the report states trials per minute.
     ``planned`` is the size of the spec's grid: trials an interrupted run never started are
-    counted as such.
+    counted as such. ``provenance`` (the experiment's record of what ran it, one entry per run
+    segment) adds a Provenance section.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,5 +189,7 @@ def write_report(
     tables.summary_frame(trials).to_csv(summary_csv, index=False)
     tables.matrices_frame(trials).to_csv(matrices_csv, index=False)
     plots = write_plots(trials, out_dir)
-    report_md.write_text(_markdown(trials, plots, title, wall_s, planned), encoding="utf-8")
+    report_md.write_text(
+        _markdown(trials, plots, title, wall_s, planned, provenance), encoding="utf-8"
+    )
     return ReportPaths(summary_csv, matrices_csv, report_md, tuple(path for _, path in plots))

@@ -123,8 +123,15 @@ def _plot_capacity(groups: list[Group]) -> Figure:
     axes.set_xlabel("after training task")
     axes.set_ylabel("capacity used (fraction of the network)")
     axes.set_ylim(bottom=0)
+    axes.set_title(_capacity_title(groups), fontsize="medium")
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
     return figure
+
+
+def _capacity_title(groups: list[Group]) -> str:
+    seeds = sorted({len(group.trials) for group in groups})
+    counts = " or ".join(map(str, seeds))
+    return f"Network capacity used after each task, mean of {counts} seed{'s' * (seeds != [1])}"
 
 
 def _plot_curves(group: Group) -> Figure:
