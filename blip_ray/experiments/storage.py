@@ -98,24 +98,38 @@ def _storage_root(storage: str) -> Path:
 
 def _check_same_spec(spec: ExperimentSpec, experiment_dir: Path) -> None:
     """Tune restores trials as they were configured: a changed spec would be silently ignored."""
-    path = experiment_dir / SPEC_RECORD
-    if not path.is_file():
+    record = read_spec_record(experiment_dir)
+    if record is None:
         return
-    started, now = json.loads(path.read_text()), spec.record()
-    for record in (started, now):  # references only scale the report; they may come later
-        if isinstance(record.get("rl"), dict):
-            record["rl"].pop("reference_returns", None)
-            record["rl"].setdefault("eval_policy", "greedy")  # runs from before the setting
+    started, now = result_settings(record), result_settings(spec.record())
     for key in RESULT_KEYS:
-        if started.get(key) != now.get(key):
+        if started[key] != now[key]:
             raise UserError(
-                f"--resume: {experiment_dir.name} started with {key}={_short(started.get(key))}, "
-                f"this spec has {key}={_short(now.get(key))}; resume with the spec and flags "
+                f"--resume: {experiment_dir.name} started with {key}={short_value(started[key])}, "
+                f"this spec has {key}={short_value(now[key])}; resume with the spec and flags "
                 "(--smoke, --data-dir) it started with, or run without --resume"
             )
 
 
-def _short(value: Any) -> str:
+def result_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec record's :data:`RESULT_KEYS`, as comparable between two experiments: the RL
+    reference returns only scale the report (they may come later, or differ) and are left out;
+    records from before ``rl.eval_policy`` evaluated greedily."""
+    settings = {key: record.get(key) for key in RESULT_KEYS}
+    if isinstance(settings["rl"], dict):
+        rl = {key: value for key, value in settings["rl"].items() if key != "reference_returns"}
+        settings["rl"] = {"eval_policy": "greedy", **rl}
+    return settings
+
+
+def read_spec_record(experiment_dir: Path) -> dict[str, Any] | None:
+    """The spec an experiment started with, as saved in its directory; None where it has none
+    (experiments from before the record)."""
+    path = Path(experiment_dir) / SPEC_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def short_value(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
 
