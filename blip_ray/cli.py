@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment spec (YAML) and write its report",
         description="Run every trial (method x hyperparameters x seed) of a spec with Ray Tune. "
         "Each trial reports and checkpoints after every task; the report (summary.csv, "
-        "matrices.csv, report.md, plots) is written into the experiment directory.",
+        "matrices.csv, table.csv, table.tex, report.md, plots) is written into the experiment "
+        "directory.",
     )
     run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
     run.add_argument(
