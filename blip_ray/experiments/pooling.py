@@ -72,7 +72,7 @@ def report_experiments(
     write_report(
         trials,
         out,
-        title=f"{out.name} ({benchmark}, {len(run_dirs)} experiments pooled)",
+        title=f"{out.resolve().name} ({benchmark}, {len(run_dirs)} experiments pooled)",
         wall_s=_total([record.get("wall_s") for record in records]),
         planned=_total([record.get("planned") for record in records]),
         sources=[run_dir.name for run_dir in run_dirs],
