@@ -1,4 +1,4 @@
-"""The ``blip-ray`` command line: ``run``, ``report`` and ``list``.
+"""The ``blip-ray`` command line: ``run``, ``report``, ``compare`` and ``list``.
 
 Exit codes: 0 ok, 1 some trials failed, 2 user error (bad spec, flags, paths), 130 interrupted.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import signal
@@ -52,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment spec (YAML) and write its report",
         description="Run every trial (method x hyperparameters x seed) of a spec with Ray Tune. "
         "Each trial reports and checkpoints after every task; the report (summary.csv, "
-        "matrices.csv, report.md, plots) is written into the experiment directory.",
+        "matrices.csv, table.csv, table.tex, report.md, plots) is written into the experiment "
+        "directory.",
     )
     run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
     run.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
@@ -88,14 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="only the per-task lines and table")
 
-    report = commands.add_parser("report", help="(re)write the report of an experiment directory")
-    report.add_argument("run_dir", help="an experiment directory under runs/")
-    report.add_argument(
-        "--reference-returns",
-        metavar="FILE",
-        help="RL: YAML mapping of task name to a single-task reference return (1 of the "
-        "per-game normalization); replaces the spec's rl.reference_returns",
+    report = commands.add_parser(
+        "report",
+        help="(re)write the report of an experiment directory, or pool several into one",
+        description="Rewrite an experiment's report (summary.csv, matrices.csv, table.csv, "
+        "table.tex, report.md, plots) in its directory, or into --out. Several directories of "
+        "one benchmark and the same settings (methods and seeds may differ) pool their trials "
+        "into one report in --out.",
     )
+    report.add_argument("run_dirs", nargs="+", metavar="DIR", help="experiment directories")
+    report.add_argument(
+        "--out", metavar="DIR", help="write the report here (needed to pool several)"
+    )
+    _reference_returns_flag(report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="print the results tables of several experiments side by side",
+        description="One results table over several experiment directories, a Run column "
+        "first; notes name the settings they differ in. Writes no file.",
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="DIR", help="experiment directories")
+    _reference_returns_flag(compare)
 
     listing = commands.add_parser(
         "list", help="benchmarks, networks, methods and their hyperparameters"
@@ -104,13 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reference_returns_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reference-returns",
+        metavar="FILE",
+        help="RL: YAML mapping of task name to a single-task reference return (1 of the "
+        "per-game normalization); replaces the spec's rl.reference_returns",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": _run, "report": _report, "list": _list}
+    handlers = {"run": _run, "report": _report, "compare": _compare, "list": _list}
     # SIGTERM (kill, `ray job stop`) stops like Ctrl+C; run_experiment keeps this true inside Ray.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -173,30 +196,29 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.results import write_experiment_report
-    from blip_ray.experiments.spec import load_reference_returns
-    from blip_ray.experiments.storage import RUN_RECORD, SPEC_RECORD
+    from blip_ray.experiments.pooling import report_experiments
 
-    reference = load_reference_returns(args.reference_returns) if args.reference_returns else None
-    run_dir = Path(args.run_dir)
-    if not any(run_dir.glob("*/params.json")):
-        raise ValueError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
-    header = {"title": run_dir.name}
-    record = run_dir / RUN_RECORD
-    if record.is_file():  # the title, wall time and planned trials of the run that wrote it
-        header.update(json.loads(record.read_text()))
-    spec = run_dir / SPEC_RECORD
-    references = spec.is_file() and bool(json.loads(spec.read_text()).get("references"))
-    if references and reference is not None:
-        raise ValueError(
-            f"--reference-returns: {run_dir} is a references experiment (it writes them); "
-            "pass the experiment whose returns they normalize"
-        )
-    trials, table = write_experiment_report(
-        run_dir, references, header, reference_returns=reference
+    trials, table = report_experiments(
+        [Path(d) for d in args.run_dirs],
+        out=Path(args.out) if args.out else None,
+        reference_returns=_reference_returns(args),
     )
     print(table)
     return EXIT_FAILED if any(t.status != "ok" for t in trials) else EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from blip_ray.experiments.pooling import compare_table
+
+    runs = [Path(d) for d in args.run_dirs]
+    print(compare_table(runs, reference_returns=_reference_returns(args)))
+    return EXIT_OK
+
+
+def _reference_returns(args: argparse.Namespace) -> dict[str, float] | None:
+    from blip_ray.experiments.spec import load_reference_returns
+
+    return load_reference_returns(args.reference_returns) if args.reference_returns else None
 
 
 def _list(args: argparse.Namespace) -> int:

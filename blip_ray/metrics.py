@@ -43,6 +43,9 @@ class Metric:
     label: str
     fn: Callable[..., float]
     needs_baseline: bool = False
+    higher_is_better: bool = True
+    """Which way is better, so a table can mark the best method: up for ACC, BWT and FWT (a
+    negative BWT is forgetting), down for forgetting."""
 
     def __call__(self, R: ArrayLike, baseline: ArrayLike | None = None) -> float:
         if not self.needs_baseline:
@@ -162,7 +165,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("acc", "ACC", acc),
     Metric("bwt", "BWT (1/T, official)", bwt),
     Metric("bwt_gem", "BWT (1/(T-1), GEM)", bwt_gem),
-    Metric("forgetting", "Forgetting", forgetting),
+    Metric("forgetting", "Forgetting", forgetting, higher_is_better=False),
     Metric("fwt", "FWT", fwt, needs_baseline=True),
 )
 """Every matrix metric, in table order."""

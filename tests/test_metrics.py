@@ -222,6 +222,7 @@ def test_metrics_declare_keys_and_labels_in_table_order() -> None:
     assert METRIC_NAMES == ("acc", "bwt", "bwt_gem", "forgetting", "fwt")
     assert [metric.label for metric in METRICS][:2] == ["ACC", "BWT (1/T, official)"]
     assert [metric.needs_baseline for metric in METRICS] == [False] * 4 + [True]
+    assert [metric.higher_is_better for metric in METRICS] == [True] * 3 + [False, True]
 
 
 def test_one_metrics_entry_reaches_summary_csv_and_the_table(

@@ -30,7 +30,12 @@ def load_trials(
     trials = [_load_trial(p.parent) for p in sorted(Path(experiment_dir).glob("*/params.json"))]
     if normalize:
         normalize_rl_returns(trials, reference)
-    return sorted(trials, key=lambda t: (t.method, _hp_key(t.hyperparameters), t.seed, t.trial_id))
+    return sorted(trials, key=trial_order)
+
+
+def trial_order(trial: TrialResult) -> tuple[str, str, int, str]:
+    """How reports list trials: by method, hyperparameter setting, seed."""
+    return (trial.method, _hp_key(trial.hyperparameters), trial.seed, trial.trial_id)
 
 
 def write_experiment_report(
@@ -39,14 +44,18 @@ def write_experiment_report(
     header: dict[str, Any],
     *,
     reference_returns: dict[str, float] | None = None,
+    out_dir: Path | None = None,
 ) -> tuple[list[TrialResult], str]:
     """The experiment's report (a references experiment's: its reference returns; otherwise
-    with the provenance the experiment recorded); returns the trials and the table to print."""
+    with the provenance the experiment recorded), into its own directory or ``out_dir``; returns
+    the trials and the table to print."""
+    out_dir = Path(out_dir if out_dir is not None else experiment_dir)
     if references:
         trials = load_trials(experiment_dir, normalize=False)
-        return trials, write_references(trials, experiment_dir, **header)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return trials, write_references(trials, out_dir, **header)
     trials = load_trials(experiment_dir, reference=reference_returns)
-    write_report(trials, experiment_dir, **header, provenance=read_provenance(experiment_dir))
+    write_report(trials, out_dir, **header, provenance=read_provenance(experiment_dir))
     return trials, markdown_table(trials)
 
 

@@ -76,17 +76,16 @@ def _experiments_of(spec: ExperimentSpec, root: Path) -> list[Path]:
     """The experiment directories under ``root`` that ran ``spec``, latest first: those whose
     saved spec has its name or computes the same trials (whatever ``--name`` called them), and,
     from before specs were saved, those named ``<spec name>-<time>``."""
-    now = _comparable(spec.record())
+    now = result_settings(spec.record())
     found = []
     for path in (p for p in root.iterdir() if p.is_dir()):
         try:
-            started = _comparable(json.loads((path / SPEC_RECORD).read_text()))
+            record = json.loads((path / SPEC_RECORD).read_text())
         except (OSError, ValueError):  # no record (older runs, not an experiment) or unreadable
             if path.name.startswith(f"{spec.name}-") and not (path / SPEC_RECORD).exists():
                 found.append(path)
             continue
-        same = all(started.get(key) == now.get(key) for key in RESULT_KEYS)
-        if started.get("name") == spec.name or same:
+        if record.get("name") == spec.name or result_settings(record) == now:
             found.append(path)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
@@ -118,24 +117,26 @@ def _check_same_spec(
     The refusal names up to three differing keys (nested ones by their path, ``rl.ppo.lr``) with
     both values, and ``others``: the spec's other experiments, which ``--name`` can pick.
     """
-    path = experiment_dir / SPEC_RECORD
-    if not path.is_file():
+    record = read_spec_record(experiment_dir)
+    if record is None:
         return
-    started, now = _comparable(json.loads(path.read_text())), _comparable(spec.record())
-    differences = [
-        found
+    started, now = result_settings(record), result_settings(spec.record())
+    found = [
+        difference
         for key in RESULT_KEYS
-        for found in _differences(started.get(key, _ABSENT), now.get(key, _ABSENT), key)
+        for difference in differences(started.get(key, _ABSENT), now.get(key, _ABSENT), key)
     ]
-    if not differences:
+    if not found:
         return
-    (key, old, new), *more = differences
-    also = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in more[:2])
+    (key, old, new), *more = found
+    also = ", ".join(f"{k} {short_value(a)} -> {short_value(b)}" for k, a, b in more[:2])
     also += f" and {len(more) - 2} more" if len(more) > 2 else ""
     hint = f"; or pick another experiment with --name ({', '.join(others[:5])})" if others else ""
     raise UserError(
-        f"--resume: {experiment_dir.name} started with {key}={_short(old)}, this spec has "
-        f"{key}={_short(new)}" + (f" (also {also})" if also else "") + "; resume with the spec "
+        f"--resume: {experiment_dir.name} started with {key}={short_value(old)}, this spec has "
+        f"{key}={short_value(new)}"
+        + (f" (also {also})" if also else "")
+        + "; resume with the spec "
         "and flags (--smoke, --data-dir) it started with, or run without --resume" + hint
     )
 
@@ -144,29 +145,43 @@ _ABSENT = object()
 """A key one of two compared records lacks."""
 
 
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    """A saved spec as ``--resume`` compares it: reference returns only scale the report (they
-    may come later), and runs from before ``eval_policy`` evaluated greedily."""
-    if isinstance(record.get("rl"), dict):
-        record["rl"].pop("reference_returns", None)
-        record["rl"].setdefault("eval_policy", "greedy")
-    return record
-
-
-def _differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
+def differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     """Each (dotted key path, old value, new value) where two JSON values differ, nested dicts
-    compared key by key in the started record's order."""
+    compared key by key in the first one's order, so a message names ``train.lr``, not all of
+    ``train``; a key one side lacks reads :data:`_ABSENT` (``(unset)``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = [*old, *(k for k in new if k not in old)]
+        prefix = f"{path}." if path else ""
         return [
             found
             for k in keys
-            for found in _differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{path}.{k}")
+            for found in differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{prefix}{k}")
         ]
     return [] if old == new else [(path, old, new)]
 
 
-def _short(value: Any) -> str:
+def result_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec record's :data:`RESULT_KEYS`, as comparable between two experiments: the RL
+    reference returns only scale the report (they may come later, or differ) and are left out;
+    records from before ``rl.eval_policy`` evaluated greedily."""
+    settings = {key: record.get(key) for key in RESULT_KEYS}
+    settings["references"] = bool(settings["references"])  # records from before the key
+    if isinstance(settings["rl"], dict):
+        rl = {key: value for key, value in settings["rl"].items() if key != "reference_returns"}
+        settings["rl"] = {"eval_policy": "greedy", **rl}
+    return settings
+
+
+def read_spec_record(experiment_dir: Path) -> dict[str, Any] | None:
+    """The spec an experiment started with, as saved in its directory; None where it has none
+    (experiments from before the record)."""
+    path = Path(experiment_dir) / SPEC_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def short_value(value: Any) -> str:
+    """A JSON value in at most 40 characters, for one-line messages; ``(unset)`` for a missing
+    key."""
     if value is _ABSENT:
         return "(unset)"
     text = json.dumps(value, sort_keys=True)

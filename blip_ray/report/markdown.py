@@ -1,5 +1,5 @@
 """report.md (run header, results, RL budget and normalization, failed trials, plots) and
-:func:`write_report`, which writes it next to the CSVs and the PNGs it links."""
+:func:`write_report`, which writes it next to the CSVs, the LaTeX table and the PNGs it links."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from blip_ray.records import TrialResult
-from blip_ray.report import tables
+from blip_ray.report import results_table, tables
 from blip_ray.report.plots import write_plots
 from blip_ray.report.provenance import provenance_lines
 
-FILE_NAMES = ("summary.csv", "matrices.csv", "report.md")
+FILE_NAMES = ("summary.csv", "matrices.csv", "report.md", "table.csv", "table.tex")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,22 @@ class ReportPaths:
     summary_csv: Path
     matrices_csv: Path
     report_md: Path
+    table_csv: Path
+    table_tex: Path
     plots: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What report.md says about the run(s) above the results."""
+
+    title: str
+    wall_s: float | None
+    planned: int | None
+    sources: tuple[str, ...]
+    provenance: Mapping[str, Any] | None = None
+    """The experiment's record of what ran it, one entry per run segment (None: pooled, or
+    recorded before provenance)."""
 
 
 def _duration(seconds: float) -> str:
@@ -119,20 +134,23 @@ def _raw_returns(trials: Sequence[TrialResult]) -> list[str]:
 
 def _markdown(
     trials: Sequence[TrialResult],
+    rows: Sequence[results_table.TableRow],
     plots: list[tuple[str, Path]],
-    title: str,
-    wall_s: float | None,
-    planned: int | None = None,
-    provenance: Mapping[str, Any] | None = None,
+    header: _Header,
 ) -> str:
+    title, wall_s, planned = header.title, header.wall_s, header.planned
     status = Counter(trial.status for trial in trials)
     units = sorted({tables.UNITS.get(trial.metric, trial.metric) for trial in trials}) or ["none"]
     lines = [f"# {title}", "", f"Values: {', '.join(units)}."]
+    if header.sources:
+        names = ", ".join(header.sources)
+        lines.append(f"Pooled from {len(header.sources)} experiments: {names}.")
     if wall_s is not None:
         rate = f", {len(trials) * 60 / wall_s:.2f} trials per minute" if wall_s > 0 else ""
-        segments = len((provenance or {}).get("segments") or [])
+        segments = len((header.provenance or {}).get("segments") or [])
         summed = f" over {segments} run segments" if segments > 1 else ""
-        lines.append(f"Wall time: {_duration(wall_s)} ({wall_s:.1f} s{summed}){rate}.")
+        pooled = " summed over the experiments" if header.sources else ""
+        lines.append(f"Wall time{pooled}: {_duration(wall_s)} ({wall_s:.1f} s{summed}){rate}.")
     known = ("ok", "failed", "incomplete")
     others = "".join(f", {n} {s}" for s, n in sorted(status.items()) if s not in known)
     if planned is not None and planned > len(trials):
@@ -142,14 +160,16 @@ def _markdown(
     lines += [
         f"Trials: {status['ok']} ok, {status['failed']} failed, {status['incomplete']} incomplete"
         f"{others}.",
-        *("", "## Results", "", tables.markdown_table(trials), ""),
+        *("", "## Results", "", results_table.render_markdown(rows), ""),
         "Mean ± 95% confidence half-width over seeds (Student t); (n=1): a single seed, no "
         f"interval. Only trials with status ok count toward this table ({status['ok']} of "
         f"{len(trials)}); summary.csv lists every trial. FWT is against the untrained network; "
         "n/a: not defined for this method or run. State: bytes of method state kept after the "
         "last task, mean over seeds (first task → last task where they differ: a memory that "
         "grows with the tasks). A reference (joint training) bounds the continual methods and is "
-        "listed after them.",
+        "listed after them. The same table for a paper: table.csv (per score its mean, CI "
+        "half-width and seeds at full precision) and table.tex (booktabs; the best continual "
+        "method per score in bold).",
         *_rl_sections(trials),
         *("", "## Failed trials", ""),
     ]
@@ -163,7 +183,7 @@ def _markdown(
         lines += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
     if not plots:
         lines.append("None (no trial with status ok).")
-    lines += provenance_lines(provenance)
+    lines += provenance_lines(header.provenance)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -175,21 +195,27 @@ def write_report(
     wall_s: float | None = None,
     planned: int | None = None,
     provenance: Mapping[str, Any] | None = None,
+    sources: Sequence[str] = (),
 ) -> ReportPaths:
-    """Write summary.csv, matrices.csv, the PNG plots and report.md (linking them) to out_dir.
+    """Write summary.csv, matrices.csv, the results table as table.csv and table.tex, the PNG
+    plots and report.md (linking them) to out_dir.
 
     ``wall_s`` is the whole run's wall time; with it the report states trials per minute.
     ``planned`` is the size of the spec's grid: trials an interrupted run never started are
     counted as such. ``provenance`` (the experiment's record of what ran it, one entry per run
-    segment) adds a Provenance section.
+    segment) adds a Provenance section; ``sources`` names the experiments a pooled report was
+    made from.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_csv, matrices_csv, report_md = (out_dir / name for name in FILE_NAMES)
+    summary_csv, matrices_csv, report_md, table_csv, table_tex = (out_dir / n for n in FILE_NAMES)
     tables.summary_frame(trials).to_csv(summary_csv, index=False)
     tables.matrices_frame(trials).to_csv(matrices_csv, index=False)
+    rows = results_table.table_rows(trials)
+    results_table.table_frame(rows).to_csv(table_csv, index=False)
+    table_tex.write_text(results_table.latex_table(rows, title=title), encoding="utf-8")
     plots = write_plots(trials, out_dir)
-    report_md.write_text(
-        _markdown(trials, plots, title, wall_s, planned, provenance), encoding="utf-8"
-    )
-    return ReportPaths(summary_csv, matrices_csv, report_md, tuple(path for _, path in plots))
+    header = _Header(title, wall_s, planned, tuple(sources), provenance)
+    report_md.write_text(_markdown(trials, rows, plots, header), encoding="utf-8")
+    paths = tuple(path for _, path in plots)
+    return ReportPaths(summary_csv, matrices_csv, report_md, table_csv, table_tex, paths)

@@ -1,21 +1,14 @@
-"""Trials -> summary.csv and matrices.csv frames, and the mean ± 95% CI markdown table.
+"""Trials -> summary.csv and matrices.csv frames, and the groups (method, setting) that the results
+table (:mod:`.results_table`) and the plots summarise.
 
 Choices, and why:
 
 - ``summary.csv`` names hyperparameter columns by their plain name and prefixes ``hp_`` only when
   the name would collide with a fixed column (a hyperparameter called ``acc`` becomes ``hp_acc``):
   the usual case reads naturally and no column is ever overwritten.
-- The markdown table and the plots count status ``ok`` trials only: a failed or incomplete trial's
+- The results table and the plots count status ``ok`` trials only: a failed or incomplete trial's
   metrics describe a shorter run and would bias the means. Such trials still get a row in
   ``summary.csv`` (metrics over their finished rows) and a section in ``report.md``.
-- A table row is one (method, exact hyperparameter setting); its seeds are summarised by
-  :func:`metrics.ci95`. One seed shows the mean with "(n=1)", never "± nan". A metric undefined
-  for every seed (FWT without a baseline, capacity of a method without bits) shows "n/a". State
-  bytes show the mean only, human-readable: a size, not a noisy score; after the first and the
-  last task (``1.2 KiB → 12.0 KiB``) where they differ, so a memory that grows with the tasks
-  stands out against a constant one.
-- A reference (a method whose role is ``reference``, e.g. joint training) is labelled so and listed
-  after the continual methods: it bounds them, it does not compete with them.
 """
 
 from __future__ import annotations
@@ -29,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from blip_ray import metrics
@@ -70,7 +62,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("=", "-")).strip("._") or "x"
 
 
-def _trial_metrics(trial: TrialResult) -> dict[str, float]:
+def trial_metrics(trial: TrialResult) -> dict[str, float]:
     """metrics.summary over the finished rows; all NaN when the trial finished no task."""
     if not trial.matrix:
         return {metric.key: math.nan for metric in metrics.METRICS}
@@ -80,7 +72,7 @@ def _trial_metrics(trial: TrialResult) -> dict[str, float]:
         raise ValueError(f"trial {trial.trial_id}: {exc}") from exc
 
 
-def _last(values: Sequence[float | int | None]) -> float:
+def last_value(values: Sequence[float | int | None]) -> float:
     return math.nan if not values or values[-1] is None else float(values[-1])
 
 
@@ -111,8 +103,8 @@ def summary_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
         row: dict[str, Any] = dict(trial_id=trial.trial_id, method=trial.method, seed=trial.seed)
         for name, column in hp_columns.items():
             row[column] = _csv_value(trial.hyperparameters.get(name))
-        row.update(_trial_metrics(trial))
-        row["capacity"] = _last(trial.capacity)
+        row.update(trial_metrics(trial))
+        row["capacity"] = last_value(trial.capacity)
         row["state_bytes"] = trial.state_bytes[-1] if trial.state_bytes else None
         row.update(tasks_done=len(trial.matrix), status=trial.status, error=trial.error)
         row["role"] = trial.role
@@ -174,25 +166,6 @@ def ok_groups(trials: Sequence[TrialResult]) -> list[Group]:
     return result
 
 
-def _format_ci(values: Sequence[float]) -> str:
-    if all(math.isnan(v) for v in values):
-        return "n/a"
-    mean, half_width = metrics.ci95(values)
-    if len(values) == 1:
-        return f"{mean:.3f} (n=1)"
-    return f"{mean:.3f} ± {half_width:.3f}"  # "nan" if some seed is undefined: shown, not dropped
-
-
-def _human_bytes(size: float) -> str:
-    if math.isnan(size):
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 def capacity_label(trials: Sequence[TrialResult]) -> str | None:
     """What the trials' capacity counts; results recorded before methods named it held BLIP's
     (the only method with a capacity then)."""
@@ -201,49 +174,6 @@ def capacity_label(trials: Sequence[TrialResult]) -> str | None:
     return next((t.capacity_label for t in trials if t.capacity_label), "bits frozen")
 
 
-def _capacity_cell(trials: Sequence[TrialResult]) -> str:
-    """The capacity after the last task and what it counts: ``0.836 ± 0.007 (bits frozen)``."""
-    text = _format_ci([_last(trial.capacity) for trial in trials])
-    label = capacity_label(trials)
-    return f"{text} ({label})" if label and text != "n/a" else text
-
-
-def _state_cell(trials: Sequence[TrialResult]) -> str:
-    """Mean state bytes after the last task; ``first → last`` where the first task's differ."""
-    last = float(np.mean([_last(trial.state_bytes) for trial in trials]))
-    first = [trial.state_bytes[0] for trial in trials if trial.state_bytes]
-    if len(first) == len(trials) and not math.isclose(float(np.mean(first)), last):
-        return f"{_human_bytes(float(np.mean(first)))} → {_human_bytes(last)}"
-    return _human_bytes(last)
-
-
 def cell(text: str) -> str:
     """One markdown table cell: a ``|`` or a line break would split the row."""
     return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def markdown_table(trials: Sequence[TrialResult]) -> str:
-    """The results table alone (ok trials, best mean ACC first), for a CLI to print."""
-    rows = []
-    for group in ok_groups(trials):
-        scores = [_trial_metrics(trial) for trial in group.trials]
-        mean_acc = float(np.mean([s["acc"] for s in scores]))
-        reference = any(trial.role == "reference" for trial in group.trials)
-        cells = [
-            f"{group.method} (reference)" if reference else group.method,
-            group.label,
-            *(_format_ci([s[metric.key] for s in scores]) for metric in metrics.METRICS),
-            _capacity_cell(group.trials),
-            _state_cell(group.trials),
-            str(len(group.trials)),
-        ]
-        key = (reference, math.isnan(mean_acc), -np.nan_to_num(mean_acc), group.method)
-        rows.append((key, cells))
-    if not rows:
-        return "_No trials with status ok._"
-    labels = (metric.label for metric in metrics.METRICS)
-    header = ["Method", "Hyperparameters", *labels, "Capacity", "State", "Seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, cells in sorted(rows, key=lambda row: row[0]):
-        lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
-    return "\n".join(lines)
