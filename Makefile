@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/blip-ray run $(SPEC) --quiet
 
 lint: $(STAMP)
-	$(BIN)/ruff check blip_ray tests benchmarks
-	$(BIN)/ruff format --check blip_ray tests benchmarks
+	$(BIN)/ruff check blip_ray tests benchmarks examples
+	$(BIN)/ruff format --check blip_ray tests benchmarks examples
 
 test: lint
 	$(BIN)/python -m pytest -q
