@@ -20,13 +20,9 @@ import ray
 import torch
 from ray import tune
 
-from blip_ray.data import load_sequence
-from blip_ray.methods import make_method
-from blip_ray.models import ModelOptions, build_model
-from blip_ray.models.bayesian import DEFAULT_RATIO
 from blip_ray.plugins import load_plugins
-from blip_ray.quant import DEFAULT_MAX_BIT
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
+from blip_ray.supervised.build import build_continual
 
 FAILURE_MARKER = ".injected_failure"
 
@@ -36,25 +32,17 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     run, seed = config["run"], int(config["method"]["seed"])
     _load_plugins(run)
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
-    sequence = load_sequence(
-        run["benchmark"], data_dir=run["data_dir"], seed=seed, download=run["download"]
-    )
-    sequence.tasks = sequence.tasks[: run["tasks"]]
-    method = make_method(config["method"]["name"], **config["method"]["hp"])
-    torch.manual_seed(seed)
-    model = build_model(
-        run["network"],
-        ModelOptions(
-            input_shape=sequence.input_shape,
-            head_sizes=tuple(sequence.head_sizes),
-            quantized=method.quantized_trunk,
-            task_state=method.trunk_task_state,
-            width=run["width"],
-            fc_width=run["fc_width"],
-            max_bit=getattr(method.config, "max_bit", DEFAULT_MAX_BIT),
-            bayesian=method.bayesian_trunk,
-            ratio=getattr(method.config, "ratio", DEFAULT_RATIO),
-        ),
+    sequence, model, method = build_continual(
+        run["benchmark"],
+        config["method"]["name"],
+        hyperparameters=config["method"]["hp"],
+        seed=seed,
+        network=run["network"],
+        tasks=run["tasks"],
+        width=run["width"],
+        fc_width=run["fc_width"],
+        data_dir=run["data_dir"],
+        download=run["download"],
     )
     resume = _loop_state()
     records = run_sequence(
