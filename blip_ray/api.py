@@ -31,7 +31,7 @@ from blip_ray.records import TrialResult
 from blip_ray.report.results_table import table_frame, table_rows
 from blip_ray.report.tables import matrices_frame, summary_frame
 from blip_ray.supervised import LoopState, TrainSettings, run_sequence
-from blip_ray.supervised.build import build_continual
+from blip_ray.supervised.build import build_continual, build_trial
 
 __all__ = ["ContinualResult", "Experiment", "load_model", "open_experiment", "run_continual"]
 
@@ -181,18 +181,7 @@ def load_model(
     checkpoints = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
     if not checkpoints:
         raise FileNotFoundError(f"{trial_dir} has no checkpoint: no task of it finished")
-    _, model, _ = build_continual(
-        run["benchmark"],
-        method,
-        hyperparameters=config["method"]["hp"],
-        seed=seed,
-        network=run["network"],
-        tasks=run["tasks"],
-        width=run["width"],
-        fc_width=run["fc_width"],
-        data_dir=run["data_dir"],
-        download=run["download"],
-    )
+    _, model, _ = build_trial(config)
     model.load_state_dict(LoopState.load(checkpoints[-1]).model)
     return model.eval()
 

@@ -22,7 +22,7 @@ from ray import tune
 
 from blip_ray.plugins import load_plugins
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
-from blip_ray.supervised.build import build_continual
+from blip_ray.supervised.build import build_trial
 
 FAILURE_MARKER = ".injected_failure"
 
@@ -32,18 +32,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     run, seed = config["run"], int(config["method"]["seed"])
     _load_plugins(run)
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
-    sequence, model, method = build_continual(
-        run["benchmark"],
-        config["method"]["name"],
-        hyperparameters=config["method"]["hp"],
-        seed=seed,
-        network=run["network"],
-        tasks=run["tasks"],
-        width=run["width"],
-        fc_width=run["fc_width"],
-        data_dir=run["data_dir"],
-        download=run["download"],
-    )
+    sequence, model, method = build_trial(config)
     resume = _loop_state()
     records = run_sequence(
         sequence, model, method, settings=TrainSettings(**run["train"]), seed=seed, resume=resume

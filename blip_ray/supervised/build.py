@@ -56,3 +56,22 @@ def build_continual(
         ),
     )
     return sequence, model, continual
+
+
+def build_trial(config: Mapping[str, Any]) -> tuple[TaskSequence, MultiHeadNet, ContinualMethod]:
+    """:func:`build_continual` for a trial's config as the launcher writes it (``run``: the
+    spec's shared settings; ``method``: name, hyperparameters, seed), also read back from an
+    experiment's ``params.json``."""
+    run, method = config["run"], config["method"]
+    return build_continual(
+        run["benchmark"],
+        method["name"],
+        hyperparameters=method["hp"],
+        seed=int(method["seed"]),
+        network=run["network"],
+        tasks=run["tasks"],
+        width=run["width"],
+        fc_width=run["fc_width"],
+        data_dir=run["data_dir"],
+        download=run["download"],
+    )
