@@ -88,6 +88,23 @@ def test_a_spec_may_name_one_task_and_references_need_an_rl_benchmark() -> None:
                     "references": True})  # fmt: skip
 
 
+def test_a_spec_reads_its_reference_returns_from_the_file_a_references_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("refs.yaml").write_text("# written by --references\ncartpole-1: 150.5  # seeds\n")
+    raw = {"name": "r", "benchmark": "cartpole3", "methods": {"finetune": {}}, "seeds": [0]}
+    spec = parse_spec({**raw, "rl": {**TINY_RL, "reference_returns": "refs.yaml"}})
+    assert spec.rl.reference_returns == {"cartpole-1": 150.5}
+    with pytest.raises(
+        SpecError, match=r"^rl.reference_returns: no file 'gone.yaml' .*--references"
+    ):
+        parse_spec({**raw, "rl": {**TINY_RL, "reference_returns": "gone.yaml"}})
+    Path("bad.yaml").write_text("Pong: 3.0\n")
+    with pytest.raises(SpecError, match=r"^rl.reference_returns: unknown task 'Pong'"):
+        parse_spec({**raw, "rl": {**TINY_RL, "reference_returns": "bad.yaml"}})
+
+
 def _trial(task: str, seed: int, final: float, curve: list[tuple[int, float]]) -> TrialResult:
     return TrialResult(
         trial_id=f"{task}-{seed}",

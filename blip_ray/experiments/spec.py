@@ -407,9 +407,18 @@ def _rl(raw: dict[str, Any], benchmark: str, resources: Resources) -> RlSettings
 
 
 def _references(raw: Any, benchmark: str) -> dict[str, float]:
+    """A mapping of task name to return, or the path of a YAML file holding one (the
+    ``reference_returns.yaml`` a ``--references`` run writes), relative to the working directory."""
     if raw is None:
         return {}
     names = [task.name for task in find_rl_sequence(benchmark).tasks]
+    if isinstance(raw, str):
+        if not Path(raw).is_file():
+            raise SpecError(
+                f"rl.reference_returns: no file {raw!r} (relative to {Path.cwd()}); write one with "
+                "`blip-ray run SPEC --references`, or give a mapping like {Breakout: 5.0}"
+            )
+        raw = checks.read_yaml(raw, example="a YAML mapping of task name to return")
     values = _return_mapping(raw, "rl.reference_returns", example=f"{{{names[0]}: 100.0}}")
     strangers = sorted(k for k in values if k not in names)
     if strangers:
