@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from blip_ray import __version__
+from blip_ray.experiments.plan import (
+    MAX_TRIALS_ENV,
+    MAX_TRIALS_WITHOUT_YES,
+    PROGRESS_EVERY_S,
+    check_trial_count,
+    max_trials,
+    plan_trials,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -86,7 +94,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="RL: instead of the methods, train PPO on each task alone for every seed (the "
         "single-task references); writes reference_returns.yaml for report --reference-returns",
     )
-    run.add_argument("--quiet", action="store_true", help="only the per-task lines and table")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="instead of Tune's trial table, one overall progress line at most every "
+        f"{PROGRESS_EVERY_S:g} s; the per-task lines and the final table",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the trials (the grid, resources, how many at once) with an estimated wall "
+        "time, and start nothing",
+    )
+    run.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"run a spec of more than --max-trials trials (default {MAX_TRIALS_WITHOUT_YES}, "
+        f"or {MAX_TRIALS_ENV})",
+    )
+    run.add_argument(
+        "--max-trials",
+        type=_count,
+        metavar="N",
+        help=f"most trials a spec may make without --yes (default: {MAX_TRIALS_ENV}, else "
+        f"{MAX_TRIALS_WITHOUT_YES})",
+    )
+    run.add_argument(
+        "--cpus",
+        type=float,
+        metavar="N",
+        help="--dry-run: the cluster's CPUs, to count the trials at once (default: this "
+        "machine's; Ray is not started to ask)",
+    )
 
     report = commands.add_parser(
         "report",
@@ -153,18 +192,26 @@ def _run(args: argparse.Namespace) -> int:
 
     # every spec mistake (plugins included) stops the run here, before Ray is imported
     spec = load_spec(args.spec, plugins=args.plugin)
-    if not (args.address or os.environ.get("RAY_ADDRESS")):
-        # An embedded instance is one machine: keep it on loopback (Ray would advertise the
-        # interface address). Ray reads this when imported, so it is set before the import.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from blip_ray.experiments.launch import run_experiment
-
     if args.data_dir:
         spec = dataclasses.replace(spec, data_dir=args.data_dir)
     if args.smoke:
         spec = spec.smoke()
     if args.references:
         spec = spec.as_references()
+    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    if args.dry_run:
+        from blip_ray.experiments.dry_run import dry_run_text
+
+        print(dry_run_text(spec, cpus=args.cpus, remote=remote))
+        return EXIT_OK
+    if not args.resume:  # a resumed run was confirmed when it started
+        check_trial_count(plan_trials(spec), limit=max_trials(args.max_trials), confirmed=args.yes)
+    if not remote:
+        # An embedded instance is one machine: keep it on loopback (Ray would advertise the
+        # interface address). Ray reads this when imported, so it is set before the import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from blip_ray.experiments.launch import run_experiment
+
     outcome = run_experiment(
         spec,
         address=args.address,
@@ -183,6 +230,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"interrupted; continue with: {_resume_command(args, outcome.experiment_dir)}")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of trials, got {text!r}")
+    return int(text)
 
 
 def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:

@@ -117,3 +117,29 @@ def _write_trial(trial_dir: Path, *, seed: int) -> None:
     ]
     lines = [json.dumps({**row, "trial_id": trial_dir.name}) for row in rows]
     (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
+
+
+def test_a_dry_run_imports_no_ray_and_starts_nothing(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nbenchmark: pdigits\nmethods: {finetune: {}}\nseeds: [0]\ntasks: 2\n")
+    modules = ray_modules_after(
+        f"""
+        from blip_ray.cli import main
+        argv = ["run", {str(spec)!r}, "--smoke", "--dry-run", "--storage", {str(tmp_path / "r")!r}]
+        assert main(argv) == 0
+        """
+    )
+    assert modules == []
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_grid_above_the_limit_ends_the_run_before_ray_is_imported(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\nbenchmark: pdigits\nmethods: {finetune: {}}\nseeds: [0, 1]\n")
+    modules = ray_modules_after(
+        f"""
+        from blip_ray.cli import main
+        assert main(["run", {str(spec)!r}, "--max-trials", "1"]) == 2
+        """
+    )
+    assert modules == []

@@ -16,11 +16,11 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
-from ray.tune.search.variant_generator import generate_variants
 
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
+from blip_ray.experiments.plan import plan_trials
 from blip_ray.experiments.provenance import finish_segment, start_segment
 from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
@@ -99,10 +99,8 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def planned_trials(spec: ExperimentSpec) -> int:
-    """How many trials the spec's grid makes (Tune's own expansion, times ``samples``)."""
-    return spec.samples * sum(
-        1 for _ in generate_variants(param_space(spec), constant_grid_search=True)
-    )
+    """How many trials the spec's grid makes (as Tune expands :func:`param_space`)."""
+    return plan_trials(spec).trials
 
 
 def _absolute(path: str | None) -> str | None:

@@ -41,7 +41,21 @@ def build_continual(
     sequence.tasks = sequence.tasks[:tasks]
     continual = make_method(method, **hyperparameters)
     torch.manual_seed(seed)
-    model = build_model(
+    model = build_network(network, sequence, continual, width=width, fc_width=fc_width)
+    return sequence, model, continual
+
+
+def build_network(
+    network: str,
+    sequence: TaskSequence,
+    continual: ContinualMethod,
+    *,
+    width: float = 1.0,
+    fc_width: int | None = None,
+) -> MultiHeadNet:
+    """``network`` for the sequence's inputs and heads, quantized, Bayesian or with per-task
+    state as ``continual`` needs (also what ``--dry-run``'s calibration times)."""
+    return build_model(
         network,
         ModelOptions(
             input_shape=sequence.input_shape,
@@ -55,7 +69,6 @@ def build_continual(
             ratio=getattr(continual.config, "ratio", DEFAULT_RATIO),
         ),
     )
-    return sequence, model, continual
 
 
 def build_trial(config: Mapping[str, Any]) -> tuple[TaskSequence, MultiHeadNet, ContinualMethod]:
