@@ -21,6 +21,7 @@ from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.experiments.connect import UserError, check_resources, init_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
 from blip_ray.experiments.plan import plan_trials
+from blip_ray.experiments.progress import OverallProgress, quiet_ray_notices
 from blip_ray.experiments.provenance import finish_segment, start_segment
 from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
@@ -152,8 +153,13 @@ def run_experiment(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _check_data(spec)
+    quiet_ray_notices()
+    if verbose == 0:  # Tune's new output prints its box even at verbose=0; the legacy one does not
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
     check_resources(spec)
+    resources = ray.cluster_resources()
+    print(plan_trials(spec).header(cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0)))
     if not resume:
         write_spec_record(spec, experiment_dir)
     given = address or os.environ.get("RAY_ADDRESS") or None
@@ -194,7 +200,8 @@ def run_experiment(
                 # JSON (read back by results.py) and CSV, each task's row written only once its
                 # checkpoint is registered (loggers.py); no TensorBoard files, whose logger warns
                 # on every list-valued metric (matrix rows, task names).
-                callbacks=[TaskProgress(), JsonRows(), CsvRows()],
+                callbacks=[TaskProgress(), JsonRows(), CsvRows()]
+                + [OverallProgress(plan_trials(spec))] * (verbose == 0),
                 verbose=verbose,
             ),
         )
