@@ -11,7 +11,6 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -151,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_returns_flag(compare)
 
     listing = commands.add_parser(
-        "list", help="benchmarks, networks, methods and their hyperparameters"
+        "list",
+        help="everything a spec can name: benchmarks, networks, methods and their "
+        "hyperparameters, the spec's keys, train: and rl: settings with their defaults",
     )
     listing.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
     return parser
@@ -275,35 +276,12 @@ def _reference_returns(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from blip_ray.data import SEQUENCES
-    from blip_ray.methods import METHODS
-    from blip_ray.models import MODELS
+    from blip_ray.experiments.listing import listing_lines
     from blip_ray.plugins import load_plugins
-    from blip_ray.rl.sequences import RL_SEQUENCES
 
     load_plugins(args.plugin)
-
-    print("supervised benchmarks:")
-    for name, entry in sorted(SEQUENCES.items()):
-        shape = "x".join(map(str, entry.input_shape))
-        print(f"  {name:<13}{entry.num_tasks:>3} tasks of {shape}, network {entry.network}")
-    print("RL benchmarks:")
-    for name, sequence in sorted(RL_SEQUENCES.items()):
-        print(f"  {name:<13}{len(sequence.tasks):>3} tasks, trunk {sequence.trunk}")
-    print("networks: " + ", ".join(sorted(MODELS)))
-    print("methods (tracks: hyperparameter defaults; on an RL sequence, its own defaults):")
-    for name, method in sorted(METHODS.items()):
-        defaults = {f.name: f.default for f in dataclasses.fields(method.config_class)}
-        role = " (a reference, not a continual method)" if method.role == "reference" else ""
-        print(f"  {name:<11} {', '.join(method.tracks)}{role}: {_assignments(defaults)}")
-        for sequence in RL_SEQUENCES.values() if "rl" in method.tracks else ():
-            if own := sequence.method_defaults.get(name):
-                print(f"  {'':<11} on {sequence.name}: {_assignments(own)}")
+    print("\n".join(listing_lines()))
     return EXIT_OK
-
-
-def _assignments(values: Mapping[str, object]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "none"
 
 
 if __name__ == "__main__":

@@ -422,6 +422,30 @@ def test_list_shows_benchmarks_methods_and_defaults(capsys):
     assert "  joint       supervised (a reference, not a continual method): none" in lines
 
 
+def test_list_shows_every_key_a_spec_can_set_with_its_default(capsys):
+    import dataclasses
+
+    from blip_ray.experiments.spec import TOP_KEYS
+    from blip_ray.rl.settings import PpoSettings, RlSettings
+    from blip_ray.supervised import TrainSettings
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    section = {name: out.split(f"\n{name}:")[1].split("\n")[1:4] for name in ("train", "rl.ppo")}
+    train = " ".join(section["train"])
+    assert all(f"{f.name}={f.default!r}" in train for f in dataclasses.fields(TrainSettings)[:-1])
+    ppo = " ".join(section["rl.ppo"])
+    assert all(f"{f.name}={f.default!r}" in ppo for f in dataclasses.fields(PpoSettings))
+    assert "steps_per_task: atari6 10,000,000, cartpole3 49,152" in out
+    for field in dataclasses.fields(RlSettings):
+        assert f"{field.name}" in out.split("\nrl:")[1]
+    keys = out.split("spec keys")[1].split("\ntrain:")[0]
+    assert all(key in keys for key in TOP_KEYS)
+    assert "resources={cpu: 1.0, gpu: 0.0}" in keys
+    assert "RL benchmarks (one task alone: <benchmark>:<task>, e.g. cartpole3:cartpole-0):" in out
+    assert "SpaceInvaders, Breakout, Asterix, Freeway" in out  # minatar4's tasks
+
+
 def test_report_of_a_directory_without_trials_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no trials" in capsys.readouterr().err
