@@ -13,7 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from blip_ray.experiments.plan import plan_trials, progress_line
-from blip_ray.experiments.progress import NOISE, OverallProgress, quiet_ray_notices
+from blip_ray.experiments.progress import (
+    NOISE,
+    TOKEN_NOTICE,
+    DropMessages,
+    OverallProgress,
+    quiet_ray_notices,
+)
 from blip_ray.experiments.spec import parse_spec
 from blip_ray.records import TaskRow
 
@@ -124,17 +130,22 @@ def test_a_stopped_trial_still_has_its_tasks_to_run():
 
 
 def test_rays_notices_are_dropped_and_nothing_else():
-    quiet_ray_notices()
-    quiet_ray_notices()  # idempotent: one filter per logger
+    (token,) = TOKEN_NOTICE
+    for name in (*NOISE, token):  # a clean slate: another test may have filtered already
+        logging.getLogger(name).filters.clear()
+    quiet_ray_notices(embedded=False)
+    assert logging.getLogger(token).filters == []  # a cluster's notice stays
+    quiet_ray_notices(embedded=True)
+    quiet_ray_notices(embedded=True)  # idempotent: one filter per logger
     kept: list[str] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             kept.append(record.getMessage())
 
-    for name, fragments in NOISE.items():
+    for name, fragments in (NOISE | TOKEN_NOTICE).items():
         logger = logging.getLogger(name)
-        assert len(logger.filters) == 1
+        assert [type(f) for f in logger.filters] == [DropMessages]
         handler = Keep()
         logger.addHandler(handler)
         try:
@@ -143,7 +154,7 @@ def test_rays_notices_are_dropped_and_nothing_else():
             logger.warning("a warning worth reading")
         finally:
             logger.removeHandler(handler)
-    assert kept == ["a warning worth reading"] * len(NOISE)
+    assert kept == ["a warning worth reading"] * (len(NOISE) + 1)
 
 
 def _tiny_spec(tmp_path: Path, *, tasks: int, epochs: int) -> Path:

@@ -153,7 +153,7 @@ def run_experiment(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _check_data(spec)
-    quiet_ray_notices()
+    quiet_ray_notices(embedded=(address or os.environ.get("RAY_ADDRESS")) in (None, "", "local"))
     if verbose == 0:  # Tune's new output prints its box even at verbose=0; the legacy one does not
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     init_ray(address, runtime_env=worker_runtime_env(spec.plugins))

@@ -19,12 +19,15 @@ from ray.tune.experiment import Trial
 from blip_ray.experiments.plan import PROGRESS_EVERY_S, TrialPlan, progress_line
 from blip_ray.records import TaskRow
 
-#: Ray's messages filtered out, by logger: each is replaced by blip-ray's own or is noise.
-NOISE = {
-    # Printed on every start of the embedded instance, which keeps token authentication on.
+#: Printed on every start of the embedded instance, which keeps token authentication on. Filtered
+#: for the embedded instance only: attached to a cluster (``--address auto``) it is news.
+TOKEN_NOTICE = {
     "ray._private.authentication.authentication_token_setup": (
         "Token authentication is enabled for this Ray cluster",
     ),
+}
+#: Ray's messages filtered out on every run, by logger: blip-ray prints its own or they are noise.
+NOISE = {
     # Ctrl+C: blip-ray prints its own resume command (`blip-ray run ... --resume`).
     "ray.tune.tune": ("Resume experiment with: Tuner.restore",),
     # Ctrl+C: trials that never started have no results yet; the report says what ran.
@@ -44,9 +47,10 @@ class DropMessages(logging.Filter):
         return not any(fragment in message for fragment in self.fragments)
 
 
-def quiet_ray_notices() -> None:
-    """Filter :data:`NOISE` out of Ray's loggers (once per process; only those messages)."""
-    for name, fragments in NOISE.items():
+def quiet_ray_notices(*, embedded: bool) -> None:
+    """Filter :data:`NOISE` (and on an ``embedded`` instance :data:`TOKEN_NOTICE`) out of Ray's
+    loggers: only those messages, one filter per logger however often this is called."""
+    for name, fragments in (NOISE | TOKEN_NOTICE if embedded else NOISE).items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessages) for f in logger.filters):
             logger.addFilter(DropMessages(fragments))
