@@ -196,7 +196,8 @@ def run_experiment(
                 name=experiment_dir.name,
                 storage_path=str(experiment_dir.parent),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # resume and retries read only the latest checkpoint (README: the disk a run needs)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 # JSON (read back by results.py) and CSV, each task's row written only once its
                 # checkpoint is registered (loggers.py); no TensorBoard files, whose logger warns
                 # on every list-valued metric (matrix rows, task names).
