@@ -31,7 +31,7 @@ GRID = {
     "tasks": 2,
     "train": {"lr": {"grid": [0.01, 0.05]}, "batch_size": {"choice": [32, 64]}},
     "methods": {
-        "blip": {"f_prior": {"loguniform": [1e-17, 1e-11]}},
+        "blip": {"f_prior": {"loguniform": [1e-17, 1e-11]}, "fisher_batches": 4},
         "ewc": {"lamb": {"grid": [10, 100, 1000]}, "fisher_batch_size": {"grid": [10, 20]}},
         "finetune": {},
     },
@@ -95,7 +95,10 @@ def test_dry_run_lists_the_grid_and_resources_with_a_given_estimate():
         "g (pdigits): 96 trials (8 settings of 3 methods x 2 training settings x 3 seeds x "
         "2 samples), 2 tasks each, 192 tasks in all; dry run, nothing started"
     )
-    assert "  blip      1 setting -> 12 trials   f_prior: loguniform 1e-17 to 1e-11" in lines
+    assert (
+        "  blip      1 setting -> 12 trials   fisher_batches=4; f_prior: loguniform 1e-17 to 1e-11"
+        in lines
+    )
     assert "  ewc       6 settings -> 72 trials   lamb: grid [10, 100, 1000]; " in text
     assert "  finetune  1 setting -> 12 trials   defaults" in lines
     assert "training, every method: lr: grid [0.01, 0.05]; batch_size: choice [32, 64]" in lines

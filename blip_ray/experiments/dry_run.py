@@ -60,10 +60,14 @@ def _grid_lines(spec: ExperimentSpec, plan: TrialPlan) -> list[str]:
     lines = [f"grid: each method setting runs {runs:,} times ({each}):"]
     width = max(len(m.name) for m in plan.methods)
     for method in plan.methods:
-        searched = "; ".join(f"{k}: {_leaf(v)}" for k, v in method.searched.items())
+        values = spec.methods.get(method.name, {})
+        fixed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in values.items() if k not in method.searched]  # fmt: skip
+        searched = [f"{k}: {_leaf(v)}" for k, v in method.searched.items()]
+        hyperparameters = "; ".join(fixed + searched) or "defaults"
         lines.append(
             f"  {method.name:<{width}}  {plural(method.settings, 'setting')} -> "
-            f"{plural(method.settings * runs, 'trial')}   {searched or 'defaults'}"
+            f"{plural(method.settings * runs, 'trial')}   {hyperparameters}"
         )
     if spec.train_search:
         searched = "; ".join(f"{k}: {_leaf(v)}" for k, v in spec.train_search.items())
