@@ -72,8 +72,13 @@ class TensorBoardRows(RowsAfterCheckpoint, TBXLoggerCallback):
         # A retried trial keeps its open writer: Tune's opens a new one, whose file name (the
         # second it opens and the host) is the old one's when the retry starts within a second,
         # and it would truncate the rows already written.
-        if trial not in self._trial_writer:
-            super().log_trial_start(trial)
+        if trial in self._trial_writer:
+            return
+        trial.init_local_path()
+        # tensorboardX writes from a thread and flushes every flush_secs (Tune: 30); a row comes
+        # once per task, so flushing within a second costs nothing and shows it at once.
+        self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=1)
+        self._trial_result[trial] = {}
 
     def _write(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         row = TaskRow.from_result(result)
@@ -175,9 +180,13 @@ class WandbRows(RowsAfterCheckpoint, WandbLoggerCallback):
             super().setup(*args, **kwargs)  # finds the API key, or fails saying how to set it
 
     def log_trial_start(self, trial: Any) -> None:
+        # Into the trial's directory in storage, not the local staging directory Tune copies
+        # from (trial.local_path): the logging actor writes on after Tune's last copy of it.
+        Path(trial.path).mkdir(parents=True, exist_ok=True)
         self._start_logging_actor(
             trial,
             [*self._exclude_results, "config"],
+            dir=trial.path,
             id=trial.trial_id,
             name=str(trial),
             resume="allow",
