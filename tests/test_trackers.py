@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,13 @@ from blip_ray.experiments.checks import SpecError
 from blip_ray.experiments.launch import run_experiment
 from blip_ray.experiments.results import load_trials, task_rows
 from blip_ray.experiments.spec import parse_spec
-from blip_ray.experiments.trackers import TRACKERS, MlflowRows, TensorBoardRows, trial_params
+from blip_ray.experiments.trackers import (
+    TRACKERS,
+    MlflowRows,
+    TensorBoardRows,
+    WandbRows,
+    trial_params,
+)
 from blip_ray.metrics import acc
 from blip_ray.records import TaskRow
 
@@ -150,8 +157,10 @@ def test_wandb_writes_an_offline_run_per_trial_with_config_and_task_steps(tracke
         (run_file,) = trial_dirs[trial_id].glob("wandb/offline-run-*/run-*.wandb")
         history: dict[str, list[tuple[int, float]]] = {}
         config: dict[str, Any] = {}
+        kinds = []
         for record in _wandb_records(run_file):
             kind = record.WhichOneof("record_type")
+            kinds.append(kind)
             if kind == "run":
                 assert record.run.run_id == trial_id
                 assert record.run.run_group == experiment_dir.name
@@ -162,6 +171,7 @@ def test_wandb_writes_an_offline_run_per_trial_with_config_and_task_steps(tracke
                 for item in record.history.item:
                     point = (record.history.step.num, json.loads(item.value_json))
                     history.setdefault(item.key or "/".join(item.nested_key), []).append(point)
+        assert kinds[-1] == "exit"  # the run finished writing before the experiment returned
         assert config["method"] == "blip" and config["seed"] == trial.seed
         for name, points in _expected(trial).items():
             assert [s for s, _ in history[name]] == [1, 2], name
@@ -215,6 +225,7 @@ def _result(task: int) -> dict[str, Any]:
 def _steps(name: str, trial: _Trial, tmp_path: Path) -> list[int]:
     """Steps of ``accuracy/0_task-0`` the tracker has written so far."""
     if name == "tensorboard":
+        time.sleep(1.5)  # tensorboardX's writer thread flushes within a second (flush_secs=1)
         scalars = _tensorboard_scalars(Path(trial.local_path))
         return [step for step, _ in scalars.get("accuracy/0_task-0", [])]
     from mlflow.tracking import MlflowClient
@@ -251,6 +262,43 @@ def test_a_row_waits_for_its_checkpoint_and_a_lost_one_is_dropped(name, tmp_path
     assert _steps(name, trial, tmp_path) == [1]
     tracker.on_trial_complete(0, [trial], trial)  # ended normally: its last row is written
     assert _steps(name, trial, tmp_path) == [1, 2]
+
+
+def test_a_resumed_experiment_logs_into_the_trials_mlflow_run(tmp_path):
+    trial, first = _Trial(tmp_path / "t0"), _tracker("mlflow", tmp_path)
+    first.on_trial_start(0, [trial], trial)
+    first.on_trial_result(0, [trial], trial, _result(0))
+    first.on_trial_save(0, [trial], trial)
+    resumed = _tracker("mlflow", tmp_path)  # a new driver: --resume
+    resumed.on_trial_start(0, [trial], trial)
+    assert resumed._trial_runs[trial] == first._trial_runs[trial]
+    resumed.on_trial_result(0, [trial], trial, _result(1))
+    resumed.on_trial_complete(0, [trial], trial)
+    assert _steps("mlflow", trial, tmp_path) == [1, 2]
+
+
+def test_row_scalars_leave_out_what_is_undefined() -> None:
+    scalars = TaskRow.from_result(_result(0)).scalars()
+    assert scalars["accuracy/0_task-0"] == 0.5 and scalars["accuracy/1_task-1"] == 0.25
+    assert scalars["running/acc"] == 0.5 and scalars["running/bwt"] == 0.0
+    # one finished task: nothing to forget (GEM's BWT is NaN), no capacity, no FWT baseline
+    assert not {"running/bwt_gem", "running/forgetting", "running/fwt", "capacity"} & set(scalars)
+    later = TaskRow.from_result(_result(1)).scalars()
+    assert later["running/acc"] == pytest.approx((0.6 + 0.25) / 2)
+    assert later["running/bwt_gem"] == pytest.approx(0.1)
+
+
+def test_wandb_is_offline_without_an_api_key(monkeypatch, tmp_path) -> None:
+    spec = parse_spec({**SPEC, "loggers": ["wandb"]})
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    offline = WandbRows.for_experiment(spec, tmp_path / "tracked-1")
+    assert offline.kwargs == {"mode": "offline"} and offline.project == "tracked"
+    assert offline.group == "tracked-1"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert WandbRows.for_experiment(spec, tmp_path).kwargs == {"mode": "online"}
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert WandbRows.for_experiment(spec, tmp_path).kwargs == {"mode": "disabled"}
 
 
 def test_trial_params_are_flat_scalars() -> None:
