@@ -66,6 +66,14 @@ class RowsAfterCheckpoint:
 class JsonRows(RowsAfterCheckpoint, JsonLoggerCallback):
     """Tune's ``result.json`` logger (read back by ``results.py``), rows after checkpoints."""
 
+    def log_trial_start(self, trial: Any) -> None:
+        # A retried trial keeps its open file. Tune's logger would copy result.json back from
+        # storage, which Tune updates only every few seconds: a copy taken before the last
+        # registered task's row would overwrite that row. A new driver (--resume) has no open
+        # file and restores it from storage, saved there on the graceful stop.
+        if trial not in self._trial_files:
+            super().log_trial_start(trial)
+
 
 class CsvRows(RowsAfterCheckpoint, CSVLoggerCallback):
     """Tune's ``progress.csv`` logger, rows after checkpoints."""
