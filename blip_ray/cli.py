@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
     run.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
     run.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also log every finished task to this experiment tracker: tensorboard (the "
+        "default), mlflow or wandb; repeatable; adds to the spec's loggers",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the latest interrupted experiment of this spec "
@@ -192,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     from blip_ray.experiments.spec import load_spec
 
     # every spec mistake (plugins included) stops the run here, before Ray is imported
-    spec = load_spec(args.spec, plugins=args.plugin)
+    spec = load_spec(args.spec, plugins=args.plugin, loggers=args.logger)
     if args.data_dir:
         spec = dataclasses.replace(spec, data_dir=args.data_dir)
     if args.smoke:
@@ -243,6 +251,7 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
     words = ["blip-ray", "run", args.spec, "--resume", "--name", experiment_dir.name]
     words += ["--storage", str(experiment_dir.parent)]
     words += [word for plugin in args.plugin for word in ("--plugin", plugin)]
+    words += [word for logger in args.logger for word in ("--logger", logger)]
     words += ["--smoke"] * args.smoke + ["--references"] * args.references
     words += ["--data-dir", args.data_dir] * bool(args.data_dir)
     words += ["--address", args.address] * bool(args.address)

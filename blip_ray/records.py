@@ -7,13 +7,15 @@ per trial (:class:`TrialResult`).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from blip_ray.metrics import normalize_returns
+from blip_ray.metrics import normalize_returns, summary
 
 
 @dataclass
@@ -61,6 +63,10 @@ class TrialResult:
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
     capacity_label: str | None = None
     """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
+
+
+_TIMINGS = ("train_s", "end_task_s", "eval_s", "task_wall_s")
+"""The timings of a :class:`TaskRow`, in seconds."""
 
 
 @dataclass
@@ -140,6 +146,26 @@ class TaskRow:
             values = normalize_returns([self.row[:done]], self.random_row[:done], high)
             text += f" (normalized {float(np.mean(values)):.3f})"
         return text
+
+    def scalars(self) -> dict[str, float]:
+        """The row as named numbers for experiment trackers (logged at step ``tasks_done``):
+        ``<metric>/<u>_<task name>`` per task u, the running metrics of the finished rows
+        (``running/acc``, ``running/bwt``, ...; undefined ones left out), capacity, state bytes and
+        the task's timings."""
+        values = {
+            f"{self.metric}/{u}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}": value
+            for u, (name, value) in enumerate(zip(self.task_names, self.row, strict=True))
+        }
+        running = summary(self.matrix, self.initial_row)
+        values |= {f"running/{key}": value for key, value in running.items()}
+        values |= {
+            "capacity": self.capacity,
+            "state_bytes": self.state_bytes,
+            "epochs": self.epochs,
+            "env_steps": self.env_steps,
+            **{f"time/{key}": getattr(self, key) for key in _TIMINGS},
+        }
+        return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
 
     @staticmethod
     def from_result(result: dict[str, Any]) -> TaskRow | None:

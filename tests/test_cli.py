@@ -120,6 +120,15 @@ CASES = {
     "bad name": Case("name: use letters", spec=GOOD.replace("name: t", "name: 'a b/c'")),
     "unknown benchmark": Case("unknown 'imagenet21k'", spec=GOOD.replace("pdigits", "imagenet21k")),
     "unknown method": Case("unknown method 'gem'", spec=GOOD.replace("finetune", "gem")),
+    # experiment trackers
+    "unknown logger": Case(
+        "loggers: unknown 'neptune'; known: tensorboard, mlflow, wandb",
+        spec=GOOD + "loggers: [neptune]\n",
+    ),
+    "loggers not a list": Case("loggers: expected a list", spec=GOOD + "loggers: mlflow\n"),
+    "unknown --logger": Case(
+        "loggers: unknown 'comet'", flags=("--logger", "comet"), in_spec=False
+    ),
     # the RL section
     "rl on a supervised benchmark": Case("rl: only RL benchmarks", spec=GOOD + "rl: {}\n"),
     "unknown rl key": Case("rl: unknown key 'episodes'", spec=RL_GOOD + "rl: {episodes: 3}\n"),

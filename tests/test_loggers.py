@@ -89,3 +89,20 @@ def test_a_held_row_is_written_when_the_trial_ends_normally(tmp_path):
     logger.on_trial_result(0, [trial], trial, _result(0))
     logger.on_trial_complete(0, [trial], trial)
     assert task_rows(tmp_path) == {"t0": [0]}
+
+
+def test_a_retry_keeps_the_rows_a_stale_copy_in_storage_lacks(tmp_path):
+    trial = _Trial(tmp_path / "t0")
+    logger = JsonRows()
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_result(0, [trial], trial, _result(0))
+    trial.checkpoint = "checkpoint_000000"
+    logger.on_trial_save(0, [trial], trial)
+    remote = Path(trial.storage.trial_fs_path)
+    remote.mkdir(parents=True)
+    (remote / "result.json").write_text("")  # storage last updated before task 0's row
+    logger.on_trial_recover(0, [trial], trial)
+    logger.on_trial_start(0, [trial], trial)  # the retry, from task 0's checkpoint
+    logger.on_trial_result(0, [trial], trial, _result(1))
+    logger.on_trial_complete(0, [trial], trial)
+    assert task_rows(tmp_path) == {"t0": [0, 1]}

@@ -26,6 +26,7 @@ from blip_ray.experiments.provenance import finish_segment, start_segment
 from blip_ray.experiments.results import is_finished, write_experiment_report
 from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
 from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
+from blip_ray.experiments.trackers import tracker_callbacks
 from blip_ray.experiments.trainable import rl_trainable, supervised_trainable
 from blip_ray.plugins import resolve, worker_runtime_env
 from blip_ray.records import TaskRow
@@ -198,11 +199,17 @@ def run_experiment(
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # resume and retries read only the latest checkpoint (README: the disk a run needs)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                # JSON (read back by results.py) and CSV, each task's row written only once its
-                # checkpoint is registered (loggers.py); no TensorBoard files, whose logger warns
-                # on every list-valued metric (matrix rows, task names).
-                callbacks=[TaskProgress(), JsonRows(), CsvRows()]
-                + [OverallProgress(plan_trials(spec))] * (verbose == 0),
+                # JSON (read back by results.py), CSV and the spec's trackers, each task's row
+                # written only once its checkpoint is registered (loggers.py, trackers.py). Tune's
+                # own TensorBoard logger stays off: it warns on every list-valued metric (matrix
+                # rows, task names); trackers.py logs the rows' numbers instead.
+                callbacks=[
+                    TaskProgress(),
+                    JsonRows(),
+                    CsvRows(),
+                    *tracker_callbacks(spec, experiment_dir),
+                    *[OverallProgress(plan_trials(spec))] * (verbose == 0),
+                ],
                 verbose=verbose,
             ),
         )

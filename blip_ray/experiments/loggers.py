@@ -10,7 +10,8 @@ These loggers hold back a result that carries a checkpoint until Tune has regist
 checkpoint (``on_trial_save``), so a row on disk always means its task is in the experiment state
 that Tune saves on a graceful stop. A result held back when the trial fails (retried or not) is
 dropped with the checkpoint it came with: a retry redoes that task and records it once. Results
-without a checkpoint (a failure report) are written at once.
+without a checkpoint (a failure report) are written at once. The experiment trackers
+(``trackers.py``: TensorBoard, MLflow, Weights & Biases) hold their rows back the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import SHOULD_CHECKPOINT
 
 
-class _RowsAfterCheckpoint:
-    """Mixin over a Tune ``LoggerCallback``: write checkpointed results once registered."""
+class RowsAfterCheckpoint:
+    """Mixin over a Tune ``LoggerCallback``: write checkpointed results once registered.
+
+    A result is written with :meth:`_write`, the logger's own ``log_trial_result`` unless a
+    subclass writes it its own way.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,6 +37,9 @@ class _RowsAfterCheckpoint:
         if result.get(SHOULD_CHECKPOINT):
             self._held[trial] = (iteration, dict(result))
             return
+        self._write(iteration, trial, result)
+
+    def _write(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
 
     def log_trial_save(self, trial: Any) -> None:
@@ -52,14 +60,22 @@ class _RowsAfterCheckpoint:
     def _release(self, trial: Any) -> None:
         held = self._held.pop(trial, None)
         if held is not None:
-            super().log_trial_result(held[0], trial, held[1])  # type: ignore[misc]
+            self._write(held[0], trial, held[1])
 
 
-class JsonRows(_RowsAfterCheckpoint, JsonLoggerCallback):
+class JsonRows(RowsAfterCheckpoint, JsonLoggerCallback):
     """Tune's ``result.json`` logger (read back by ``results.py``), rows after checkpoints."""
 
+    def log_trial_start(self, trial: Any) -> None:
+        # A retried trial keeps its open file. Tune's logger would copy result.json back from
+        # storage, which Tune updates only every few seconds: a copy taken before the last
+        # registered task's row would overwrite that row. A new driver (--resume) has no open
+        # file and restores it from storage, saved there on the graceful stop.
+        if trial not in self._trial_files:
+            super().log_trial_start(trial)
 
-class CsvRows(_RowsAfterCheckpoint, CSVLoggerCallback):
+
+class CsvRows(RowsAfterCheckpoint, CSVLoggerCallback):
     """Tune's ``progress.csv`` logger, rows after checkpoints."""
 
     def log_trial_start(self, trial: Any) -> None:

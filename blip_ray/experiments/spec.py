@@ -10,6 +10,7 @@ its config refuses (every searched value), an RL budget below one PPO batch. Eac
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import re
@@ -34,6 +35,14 @@ SUPERVISED_KEYS = ("network", "width", "fc_width", "train", "data_dir", "downloa
 #: Longest spec name: the experiment directory is ``<name>-YYYYmmdd-HHMMSS`` (plus ``-N`` when
 #: two runs start within a second) and file systems cap a file name at 255 bytes.
 MAX_NAME_LENGTH = 200
+#: Experiment trackers ``loggers:`` may name -> the module each needs and how to install it
+#: (their Tune callbacks are in :mod:`blip_ray.experiments.trackers`).
+LOGGERS = {
+    "tensorboard": ("tensorboardX", "pip install tensorboardX"),
+    "mlflow": ("mlflow", "pip install 'blip-ray[trackers]'"),
+    "wandb": ("wandb", "pip install 'blip-ray[trackers]'"),
+}
+DEFAULT_LOGGERS = ("tensorboard",)
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,10 @@ class ExperimentSpec:
     """Free text about the experiment, kept with its results."""
     rl: RlSettings | None = None
     """RL benchmarks: budgets, evaluation, PPO and env runners, resolved; None when supervised."""
+    loggers: tuple[str, ...] = DEFAULT_LOGGERS
+    """Experiment trackers fed every finished task's row (step = tasks done) and each trial's
+    hyperparameters: ``tensorboard``, ``mlflow``, ``wandb``; the spec's ``loggers:`` (default
+    ``[tensorboard]``, ``[]`` for none) plus ``--logger``."""
     plugins: tuple[str, ...] = ()
     """The user's modules or files imported before the spec is checked and in every Ray worker
     (:mod:`blip_ray.plugins`): the spec's ``plugins:`` and ``--plugin``."""
@@ -161,14 +174,20 @@ TOP_KEYS |= {"device"}
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
 
-def load_spec(path: str | Path, *, plugins: Sequence[str] = ()) -> ExperimentSpec:
-    """Read and validate a YAML spec file; ``plugins`` (``--plugin``) are imported first."""
+def load_spec(
+    path: str | Path, *, plugins: Sequence[str] = (), loggers: Sequence[str] = ()
+) -> ExperimentSpec:
+    """Read and validate a YAML spec file; ``plugins`` (``--plugin``) are imported first and
+    ``loggers`` (``--logger``) add to the spec's."""
     raw = checks.read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml")
-    return parse_spec(raw, plugins=plugins)
+    return parse_spec(raw, plugins=plugins, loggers=loggers)
 
 
-def parse_spec(raw: Any, *, plugins: Sequence[str] = ()) -> ExperimentSpec:
-    """Validate a spec already loaded into Python objects, after importing its plugins."""
+def parse_spec(
+    raw: Any, *, plugins: Sequence[str] = (), loggers: Sequence[str] = ()
+) -> ExperimentSpec:
+    """Validate a spec already loaded into Python objects, after importing its plugins;
+    ``loggers`` add to the spec's ``loggers:``."""
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping of keys (name, benchmark, methods, seeds, ...)")
     checks.unknown(raw, TOP_KEYS, "spec")
@@ -230,6 +249,7 @@ def parse_spec(raw: Any, *, plugins: Sequence[str] = ()) -> ExperimentSpec:
         max_concurrent=checks.optional(checks.integer, raw, "max_concurrent", minimum=1),
         inject_failure=_injection(raw.get("inject_failure"), tasks),
         description=str(raw.get("description", "")),
+        loggers=_loggers(raw.get("loggers", list(DEFAULT_LOGGERS)), given=loggers),
         plugins=plugins,
         **track,
     )
@@ -250,6 +270,25 @@ def _plugins(raw: Any, *, given: Sequence[str]) -> tuple[str, ...]:
     except PluginError as err:
         raise SpecError(str(err)) from None
     return plugins
+
+
+def _loggers(raw: Any, *, given: Sequence[str]) -> tuple[str, ...]:
+    """The spec's ``loggers:`` then ``--logger``, each known and its package installed."""
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise SpecError(
+            f"loggers: expected a list of tracker names ({', '.join(LOGGERS)}), e.g. "
+            "[tensorboard, mlflow]; [] for none"
+        )
+    loggers = tuple(dict.fromkeys([*raw, *given]))
+    for name in loggers:
+        if name not in LOGGERS:
+            raise SpecError(f"loggers: unknown {name!r}; known: {', '.join(LOGGERS)}")
+        module, install = LOGGERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise SpecError(
+                f"loggers: {name} needs the optional package {module!r}; install it: {install}"
+            )
+    return loggers
 
 
 def _tasks(raw: Any, benchmark: str) -> int:
