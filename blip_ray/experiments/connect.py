@@ -11,8 +11,12 @@ explicit address sends the token only with ``RAY_AUTH_MODE=token`` set, so a ref
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -33,20 +37,37 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
 
     An already initialized Ray (a test session, a notebook) is reused; an explicit address is
     still checked, so a typo fails instead of being ignored. ``runtime_env`` applies to every
-    worker of this driver (the plugins' import hook); a reused Ray keeps its own.
+    worker of this driver (the plugins' import hook); a reused Ray keeps its own. The caller's
+    SIGTERM handler stays in place of the one ``ray.init`` installs (exit at once).
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
         check_reachable(address)
     if ray.is_initialized():
         return
-    if address in (None, "local"):
-        _start_embedded(runtime_env)
+    with _callers_sigterm_handler():
+        if address in (None, "local"):
+            _start_embedded(runtime_env)
+            return
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
+            raise UserError(_connect_failure(address, err)) from None
+
+
+@contextlib.contextmanager
+def _callers_sigterm_handler() -> Iterator[None]:
+    """Put back the SIGTERM handler ``ray.init`` replaces: blip-ray's stops like Ctrl+C, so Tune
+    saves the experiment; Ray's would exit the driver at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
-    except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
-        raise UserError(_connect_failure(address, err)) from None
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, nothing to put back
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _start_embedded(runtime_env: dict[str, Any] | None) -> None:

@@ -154,9 +154,9 @@ def run_experiment(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _check_data(spec)
-    try:
-        init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
-        with sigterm_as_sigint():
+    with sigterm_as_sigint():
+        try:
+            init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
             check_resources(spec)
             if not resume:
                 write_spec_record(spec, experiment_dir)
@@ -173,8 +173,10 @@ def run_experiment(
             start = time.perf_counter()
             grid = tuner.fit()
             return _report(spec, experiment_dir, grid, wall_s=time.perf_counter() - start)
-    finally:
-        release_ray()  # the embedded instance, once the experiment and its report are saved
+        finally:
+            # The embedded instance ends once the experiment and its report are saved, or on
+            # an error; a repeated SIGTERM meanwhile is still ignored, so the stop completes.
+            release_ray()
 
 
 def _tuner(spec: ExperimentSpec, experiment_dir: Path, *, resume: bool, verbose: int) -> Any:
