@@ -5,6 +5,7 @@ and this repository."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shlex
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 import yaml
 
 from blip_ray.cli import build_parser
-from blip_ray.experiments import connect
+from blip_ray.experiments import connect, embedded
 from blip_ray.experiments.spec import load_spec
 from blip_ray.supervised import LoopState
 
@@ -51,13 +52,21 @@ def test_the_rayjob_runs_a_committed_spec_with_token_auth_on_shared_storage():
 
 def test_the_embedded_instance_keeps_its_dashboard_on_loopback(monkeypatch):
     calls = []
+    head = embedded.EmbeddedRay(holder=None, address="127.0.0.1:40000")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(connect, "_embedded", None)  # restored after the test
     monkeypatch.setattr(connect.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        connect.EmbeddedRay, "start", lambda num_cpus: calls.append(num_cpus) or head
+    )
     monkeypatch.setattr(connect.ray, "init", lambda **kwargs: calls.append(kwargs))
     connect.init_ray(None)
-    (kwargs,) = calls
-    assert kwargs["address"] == "local" and kwargs["include_dashboard"] is False
-    assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["_node_ip_address"] == "127.0.0.1"
+    cpus, driver = calls
+    assert cpus == os.cpu_count() and connect._embedded is head
+    assert driver["address"] == "127.0.0.1:40000" and driver["_node_ip_address"] == "127.0.0.1"
+    held = embedded.head_init_kwargs(cpus)  # what the holder passes to ray.init
+    assert held["address"] == "local" and held["include_dashboard"] is False
+    assert held["dashboard_host"] == "127.0.0.1" and held["_node_ip_address"] == "127.0.0.1"
 
 
 class _Payload:

@@ -1,5 +1,8 @@
 """Reaching Ray: an existing cluster (``--address`` / ``RAY_ADDRESS``) or an embedded instance.
 
+The embedded instance runs in a session of its own (embedded.py), so a signal to the driver's
+process group stops the experiment, not Ray; ``release_ray`` ends it once the run is saved.
+
 Bad addresses fail in seconds with one line (``ray.init`` alone can wait a minute on an address
 nobody answers). Clusters started with ``ray start`` use token authentication: a driver given an
 explicit address sends the token only with ``RAY_AUTH_MODE=token`` set, so a refusal says that.
@@ -7,17 +10,26 @@ explicit address sends the token only with ``RAY_AUTH_MODE=token`` set, so a ref
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 
 from blip_ray.experiments.checks import UserError
+from blip_ray.experiments.embedded import EmbeddedRay
 from blip_ray.experiments.spec import ExperimentSpec
 
 CONNECT_TIMEOUT_S = 5.0
 """How long the TCP probe of a cluster address may wait before the run gives up."""
+
+_embedded: EmbeddedRay | None = None
+"""The embedded instance this process started and is connected to, if any."""
 
 
 def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> None:
@@ -25,29 +37,66 @@ def init_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) 
 
     An already initialized Ray (a test session, a notebook) is reused; an explicit address is
     still checked, so a typo fails instead of being ignored. ``runtime_env`` applies to every
-    worker of this driver (the plugins' import hook); a reused Ray keeps its own.
+    worker of this driver (the plugins' import hook); a reused Ray keeps its own. The caller's
+    SIGTERM handler stays in place of the one ``ray.init`` installs (exit at once).
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
         check_reachable(address)
     if ray.is_initialized():
         return
-    if address in (None, "local"):
+    with _callers_sigterm_handler():
+        if address in (None, "local"):
+            _start_embedded(runtime_env)
+            return
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
+            raise UserError(_connect_failure(address, err)) from None
+
+
+@contextlib.contextmanager
+def _callers_sigterm_handler() -> Iterator[None]:
+    """Put back the SIGTERM handler ``ray.init`` replaces: blip-ray's stops like Ctrl+C, so Tune
+    saves the experiment; Ray's would exit the driver at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, nothing to put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _start_embedded(runtime_env: dict[str, Any] | None) -> None:
+    global _embedded
+    _embedded = EmbeddedRay.start(num_cpus=os.cpu_count() or 1)
+    atexit.unregister(release_ray)  # registered once however often Ray is started
+    atexit.register(release_ray)  # a driver that never calls release_ray still ends it
+    try:
         ray.init(
-            address="local",
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            dashboard_host="127.0.0.1",
+            address=_embedded.address,
             _node_ip_address="127.0.0.1",
             configure_logging=False,
             log_to_driver=False,
             runtime_env=runtime_env,
         )
+    except BaseException:
+        release_ray()
+        raise
+
+
+def release_ray() -> None:
+    """Disconnect from the embedded instance and stop it, if this process started one. A cluster
+    given by address is left connected and running: it is not this run's to end."""
+    global _embedded
+    embedded, _embedded = _embedded, None
+    if embedded is None:
         return
-    try:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
-    except Exception as err:  # ConnectionError, RuntimeError, AuthenticationError, ...
-        raise UserError(_connect_failure(address, err)) from None
+    ray.shutdown()
+    embedded.stop()
 
 
 def check_reachable(address: str) -> None:

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from blip_ray.data import DataUnavailableError, load_sequence
-from blip_ray.experiments.connect import UserError, check_resources, init_ray
+from blip_ray.experiments.connect import UserError, check_resources, init_ray, release_ray
 from blip_ray.experiments.loggers import CsvRows, JsonRows
 from blip_ray.experiments.plan import plan_trials
 from blip_ray.experiments.progress import OverallProgress, quiet_ray_notices
@@ -157,78 +157,90 @@ def run_experiment(
     quiet_ray_notices(embedded=(address or os.environ.get("RAY_ADDRESS")) in (None, "", "local"))
     if verbose == 0:  # Tune's new output prints its box even at verbose=0; the legacy one does not
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
-    check_resources(spec)
-    resources = ray.cluster_resources()
-    print(plan_trials(spec).header(cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0)))
-    if not resume:
-        write_spec_record(spec, experiment_dir)
-    given = address or os.environ.get("RAY_ADDRESS") or None
-    start_segment(
-        experiment_dir,
-        spec,
-        resumed=resume,
-        flags={"address": given, "storage": storage, "name": name, "resume": resume}
-        | dict(flags or {}),
-        cluster=_cluster(embedded=given in (None, "local")),
-    )
+    with sigterm_as_sigint():
+        try:
+            init_ray(address, runtime_env=worker_runtime_env(spec.plugins))
+            check_resources(spec)
+            resources = ray.cluster_resources()
+            cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+            print(plan_trials(spec).header(cpus=cpus, gpus=gpus))
+            if not resume:
+                write_spec_record(spec, experiment_dir)
+            given = address or os.environ.get("RAY_ADDRESS") or None
+            start_segment(
+                experiment_dir,
+                spec,
+                resumed=resume,
+                flags={"address": given, "storage": storage, "name": name, "resume": resume}
+                | dict(flags or {}),
+                cluster=_cluster(embedded=given in (None, "local")),
+            )
+            tuner = _tuner(spec, experiment_dir, resume=resume, verbose=verbose)
+            start = time.perf_counter()
+            grid = tuner.fit()
+            return _report(spec, experiment_dir, grid, wall_s=time.perf_counter() - start)
+        finally:
+            # The embedded instance ends once the experiment and its report are saved, or on
+            # an error; a repeated SIGTERM meanwhile is still ignored, so the stop completes.
+            release_ray()
+
+
+def _tuner(spec: ExperimentSpec, experiment_dir: Path, *, resume: bool, verbose: int) -> Any:
     trainable = trial_trainable(spec)
-    start = time.perf_counter()
     if resume:
-        tuner = tune.Tuner.restore(
+        return tune.Tuner.restore(
             str(experiment_dir),
             trainable=trainable,
             resume_errored=True,
             param_space=param_space(spec),
         )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(spec),
-            tune_config=tune.TuneConfig(
-                num_samples=spec.samples,
-                max_concurrent_trials=spec.max_concurrent,
-                search_alg=BasicVariantGenerator(constant_grid_search=True),
-                # A trial's randomness is all seeded by the trial, so a finished trial's process
-                # can run the next one: no process start and imports per trial (many tiny trials).
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=experiment_dir.name,
-                storage_path=str(experiment_dir.parent),
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                # resume and retries read only the latest checkpoint (README: the disk a run needs)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                # JSON (read back by results.py), CSV and the spec's trackers, each task's row
-                # written only once its checkpoint is registered (loggers.py, trackers.py). Tune's
-                # own TensorBoard logger stays off: it warns on every list-valued metric (matrix
-                # rows, task names); trackers.py logs the rows' numbers instead.
-                callbacks=[
-                    TaskProgress(),
-                    JsonRows(),
-                    CsvRows(),
-                    *tracker_callbacks(spec, experiment_dir),
-                    *[OverallProgress(plan_trials(spec))] * (verbose == 0),
-                ],
-                verbose=verbose,
-            ),
-        )
-    with sigterm_as_sigint():
-        grid = tuner.fit()
-    wall = time.perf_counter() - start
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            num_samples=spec.samples,
+            max_concurrent_trials=spec.max_concurrent,
+            search_alg=BasicVariantGenerator(constant_grid_search=True),
+            # A trial's randomness is all seeded by the trial, so a finished trial's process
+            # can run the next one: no process start and imports per trial (many tiny trials).
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_dir.name,
+            storage_path=str(experiment_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # resume and retries read only the latest checkpoint (README: the disk a run needs)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # JSON (read back by results.py), CSV and the spec's trackers, each task's row
+            # written only once its checkpoint is registered (loggers.py, trackers.py). Tune's
+            # own TensorBoard logger stays off: it warns on every list-valued metric (matrix
+            # rows, task names); trackers.py logs the rows' numbers instead.
+            callbacks=[
+                TaskProgress(),
+                JsonRows(),
+                CsvRows(),
+                *tracker_callbacks(spec, experiment_dir),
+                *[OverallProgress(plan_trials(spec))] * (verbose == 0),
+            ],
+            verbose=verbose,
+        ),
+    )
+
+
+def _report(spec: ExperimentSpec, experiment_dir: Path, grid: Any, *, wall_s: float) -> RunOutcome:
     # Tune ends fit() early, without raising, on SIGINT (its graceful stop): trials that neither
     # finished nor failed are what an interruption leaves behind.
     interrupted = any(r.error is None and not is_finished(r.metrics or {}) for r in grid)
     header = {
         "title": f"{spec.name} ({spec.benchmark})",
         # every segment's: a resumed run's own seconds would overstate its trials per minute
-        "wall_s": finish_segment(experiment_dir, wall_s=wall, interrupted=interrupted),
+        "wall_s": finish_segment(experiment_dir, wall_s=wall_s, interrupted=interrupted),
         "planned": planned_trials(spec),
     }
     (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
     trials, table = write_experiment_report(experiment_dir, spec.references, header)
     failed = sum(t.status != "ok" for t in trials)
-    return RunOutcome(experiment_dir, len(trials), failed, wall, table, interrupted)
+    return RunOutcome(experiment_dir, len(trials), failed, wall_s, table, interrupted)
 
 
 def _cluster(*, embedded: bool) -> dict[str, Any]:
@@ -244,16 +256,23 @@ def _cluster(*, embedded: bool) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def sigterm_as_sigint() -> Iterator[None]:
-    """Make SIGTERM (``kill``, ``ray job stop``, a scheduler's preemption) stop like Ctrl+C.
+    """Make SIGTERM (``kill``, ``timeout``, SLURM, systemd, ``ray job stop``) stop like Ctrl+C.
 
     During ``fit()`` Tune's SIGINT handler stops the trials and saves the experiment state, so
-    the run can be resumed; Ray's own SIGTERM handler would exit at once instead.
+    the run can be resumed; Ray's own SIGTERM handler would exit at once instead. Only the first
+    SIGTERM is passed on: ``timeout`` and schedulers signal the driver and then its whole group,
+    and a second SIGINT would make Tune skip the save. Ctrl+C twice still skips it.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    passed_on = False
 
     def forward(signum: int, frame: Any) -> None:
+        nonlocal passed_on
+        if passed_on:
+            return
+        passed_on = True
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signal.SIGINT, frame)
