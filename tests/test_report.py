@@ -352,5 +352,10 @@ def test_learning_curves_draw_each_seed_thin_and_their_mean_thick() -> None:
     np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_xdata(), [100, 200, 300])
     np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_ydata(), [1.5, 4.0, 7.0])
     np.testing.assert_allclose(thick["t1 (mean of 2 seeds)"].get_ydata(), [0.0, 0.0, 3.0])
-    thin = [line for line in axes.get_lines() if line.get_linewidth() < 1]
-    assert len(thin) == 4 and all(line.get_alpha() == 0.35 for line in thin)
+    thin = [line for line in axes.get_lines() if line.get_linewidth() < 1 and len(line.get_xdata())]
+    assert len(thin) == 4 and all(line.get_alpha() == 0.6 for line in thin)
+    # each seed its own line style, the same in every game, named in the legend
+    styles = [line.get_linestyle() for line in thin]
+    assert styles[0] == styles[2] != styles[1] == styles[3]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend[-2:] == ["seed 0", "seed 1"]

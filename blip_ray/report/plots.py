@@ -134,30 +134,40 @@ def _capacity_title(groups: list[Group]) -> str:
     return f"Network capacity used after each task, mean of {counts} seed{'s' * (seeds != [1])}"
 
 
+#: Line styles of a setting's seeds in the learning curves (the game sets the colour).
+SEED_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)))
+
+
 def _plot_curves(group: Group) -> Figure:
-    """RL learning curves: each game's raw evaluation return against env steps, one thin line per
-    seed so the spread shows and, over several seeds, their mean drawn thick (at the env steps
-    every seed evaluated: the seeds of a setting evaluate at the same steps)."""
+    """RL learning curves: each game's raw evaluation return against env steps, in the game's
+    colour: one thin line per seed, each seed its own line style (the legend names them), and over
+    several seeds their mean drawn thick and solid (at the env steps every seed evaluated: the
+    seeds of a setting evaluate at the same steps)."""
     trials = [trial for trial in group.trials if trial.curve]
     names = shared_names(trials)
     tasks = max(len(point["returns"]) for trial in trials for point in trial.curve)
     figure, axes = _new_figure(8.0, 4.0)
     palette = colormaps["tab10" if tasks <= 10 else "tab20"]
+    alone = len(trials) == 1
     for u in range(tasks):
         color = palette(u % palette.N)
         seeds = [{p["env_steps"]: p["returns"][u] for p in t.curve if u < len(p["returns"])}
                  for t in trials]  # fmt: skip
+        for i, points in enumerate(seeds):
+            if points:
+                axes.plot(list(points), list(points.values()), color=color,
+                          linestyle="-" if alone else SEED_STYLES[i % len(SEED_STYLES)],
+                          linewidth=1 if alone else 0.7, alpha=1 if alone else 0.6,
+                          label=task_name(names, u) if alone else None)  # fmt: skip
         seeds = [points for points in seeds if points]
-        alone = len(seeds) == 1
-        for points in seeds:
-            axes.plot(list(points), list(points.values()), "-", color=color,
-                      linewidth=1 if alone else 0.6, alpha=1 if alone else 0.35,
-                      label=task_name(names, u) if alone else None)  # fmt: skip
         shared = sorted(set.intersection(*(set(points) for points in seeds))) if seeds else []
         if not alone and shared:
             mean = [float(np.mean([points[n] for points in seeds])) for n in shared]
             label = f"{task_name(names, u)} (mean of {len(seeds)} seeds)"
             axes.plot(shared, mean, "-", color=color, linewidth=2, label=label)
+    for i, trial in enumerate([] if alone else trials):
+        style = SEED_STYLES[i % len(SEED_STYLES)]
+        axes.plot([], [], color="gray", linestyle=style, linewidth=0.7, label=f"seed {trial.seed}")
     axes.set_xlabel("env steps (all tasks)")
     axes.set_ylabel("evaluation return (raw score)")
     axes.set_title(f"{group.name}: learning curves", fontsize="medium")
