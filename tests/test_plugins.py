@@ -209,3 +209,32 @@ def test_every_ray_worker_imports_the_plugins_through_the_setup_hook(tmp_path: P
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert "driver False" in lines and "worker True True" in lines
+
+
+RL_PLUGIN = """
+import dataclasses
+
+from blip_ray.rl.sequences import get_rl_sequence, register_rl_sequence
+
+# cartpole3's first two tasks under a name of the plugin's own
+base = get_rl_sequence("cartpole3")
+register_rl_sequence(dataclasses.replace(base, name="mycart", tasks=base.tasks[:2]))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("registries")
+def test_an_rl_sequence_from_a_plugin_trains_like_a_built_in_one(ray_session, tmp_path) -> None:
+    from blip_ray.experiments.launch import run_experiment
+    from blip_ray.experiments.results import load_trials
+
+    plugin = tmp_path / "mycart.py"
+    plugin.write_text(RL_PLUGIN)
+    raw = {"name": "rlp", "benchmark": "mycart", "methods": {"finetune": {}}, "seeds": [0]}
+    with pytest.raises(SpecError, match=r"^benchmark: unknown 'mycart'"):
+        parse_spec(raw)
+    spec = parse_spec({**raw, "plugins": [str(plugin)]}).smoke()
+    assert spec.track == "rl" and spec.tasks == 2 and "mycart" in RL_SEQUENCES
+    outcome = run_experiment(spec, storage=str(tmp_path / "runs"), verbose=0)
+    (trial,) = load_trials(outcome.experiment_dir)
+    assert trial.status == "ok" and trial.task_names == ["cartpole-0", "cartpole-1"]
