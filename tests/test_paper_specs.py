@@ -107,7 +107,8 @@ def test_rl_spec_runs_smoke_through_the_harness(name, ray_session, tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows) * 2 * 2
     report = (experiment / "report.md").read_text()
     assert "normalized return" in report
-    assert "- 64 env steps per task; evaluation: 1 deterministic (greedy) episodes" in report
+    policy = {"greedy": "deterministic (greedy)", "sampled": "sampled-policy"}[spec.rl.eval_policy]
+    assert f"- 64 env steps per task; evaluation: 1 {policy} episodes" in report
     scale = report.split("## Normalization")[1].split("##")[0]
     tasks = [task.name for task in RL_SEQUENCES[name].tasks[:2]]
     assert all(f"| {task} | " in scale for task in tasks), scale

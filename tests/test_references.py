@@ -96,6 +96,10 @@ def test_a_spec_reads_its_reference_returns_from_the_file_a_references_run_write
     raw = {"name": "r", "benchmark": "cartpole3", "methods": {"finetune": {}}, "seeds": [0]}
     spec = parse_spec({**raw, "rl": {**TINY_RL, "reference_returns": "refs.yaml"}})
     assert spec.rl.reference_returns == {"cartpole-1": 150.5}
+    # a run of the first tasks (tasks:, --smoke) keeps only their references
+    assert spec.smoke().rl.reference_returns == {"cartpole-1": 150.5}
+    first = parse_spec({**raw, "tasks": 1, "rl": {**TINY_RL, "reference_returns": "refs.yaml"}})
+    assert first.rl.reference_returns == {}
     with pytest.raises(
         SpecError, match=r"^rl.reference_returns: no file 'gone.yaml' .*--references"
     ):

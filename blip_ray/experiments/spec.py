@@ -119,6 +119,15 @@ class ExperimentSpec:
     """Single-task references instead of the methods: PPO (``finetune``) on each task alone per
     seed (:meth:`as_references`, ``blip-ray run --references``)."""
 
+    def __post_init__(self) -> None:
+        if self.rl is not None and self.rl.reference_returns:
+            # A run of the sequence's first tasks (tasks:, --smoke) normalizes only those.
+            names = {task.name for task in find_rl_sequence(self.benchmark).tasks[: self.tasks]}
+            kept = {k: v for k, v in self.rl.reference_returns.items() if k in names}
+            if kept != self.rl.reference_returns:
+                rl = dataclasses.replace(self.rl, reference_returns=kept)
+                object.__setattr__(self, "rl", rl)
+
     @property
     def track(self) -> str:
         """``rl`` for RL task sequences, ``supervised`` otherwise."""
