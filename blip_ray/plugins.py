@@ -99,7 +99,11 @@ def worker_runtime_env(plugins: Sequence[str]) -> dict[str, Any] | None:
     }
 
 
+def load_resolved(entries: Sequence[Sequence[str | None]]) -> None:
+    """Import plugins as :func:`resolve` wrote them (``[given, absolute path]`` each)."""
+    load_plugins([given for given, _ in entries], absolute=[path for _, path in entries])
+
+
 def setup_worker() -> None:
     """Ray's worker setup hook: import the run's plugins (:data:`PLUGINS_ENV`)."""
-    entries = json.loads(os.environ.get(PLUGINS_ENV) or "[]")
-    load_plugins([given for given, _ in entries], absolute=[path for _, path in entries])
+    load_resolved(json.loads(os.environ.get(PLUGINS_ENV) or "[]"))

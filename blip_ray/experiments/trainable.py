@@ -20,7 +20,7 @@ import ray
 import torch
 from ray import tune
 
-from blip_ray.plugins import load_plugins
+from blip_ray.plugins import load_resolved
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 from blip_ray.supervised.build import build_trial
 
@@ -73,8 +73,7 @@ def rl_trainable(config: dict[str, Any]) -> None:
 def _load_plugins(run: dict[str, Any]) -> None:
     """The run's plugins, in the trial's own process too: a Ray started elsewhere (a notebook, a
     test session) has no setup hook for them."""
-    entries = run.get("plugins") or []
-    load_plugins([given for given, _ in entries], absolute=[path for _, path in entries])
+    load_resolved(run.get("plugins") or [])
 
 
 def _report(records: Iterable[Any], run: dict[str, Any], *, done: list[int]) -> None:
