@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import random
+import types
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from cl_fixtures import continual_settings
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -17,7 +22,13 @@ import blip_ray.quant
 from blip_ray import quant
 from blip_ray.methods import METHODS, ContinualMethod, MethodConfig, TaskSamples, register_method
 from blip_ray.rl.config import build_ppo_config
-from blip_ray.rl.learners import ContinualPPOLearner, rollout_samples, task_learning_rate
+from blip_ray.rl.learners import (
+    ContinualPPOLearner,
+    ValueTargetsWithoutGradients,
+    _all_finite,
+    rollout_samples,
+    task_learning_rate,
+)
 from blip_ray.rl.sequences import get_rl_sequence
 from blip_ray.rl.settings import PpoSettings
 
@@ -124,6 +135,67 @@ def test_blip_clips_once_per_optimizer_step_within_bounds(
     clips.clear()
     train(plain, runner)
     assert not clips and violations(module_of(plain)) > 0
+
+
+def test_update_is_rllibs_to_the_bit_without_its_gradient_checks_and_value_graph(
+    blip_config: Any, runner: SingleAgentEnvRunner
+) -> None:
+    """The fused finiteness check and the GAE value pass without autograd change nothing: the
+    same update with RLlib's own GAE piece and ``apply_gradients`` gives the same weights."""
+    ours = make_learner(blip_config)
+    rllib = make_learner(blip_config)
+    rllib.set_state(ours.get_state())
+    pieces = rllib._learner_connector.connectors
+    [i] = [i for i, c in enumerate(pieces) if isinstance(c, ValueTargetsWithoutGradients)]
+    assert not any(type(c) is GeneralAdvantageEstimation for c in pieces)
+    pieces[i] = GeneralAdvantageEstimation(gamma=pieces[i].gamma, lambda_=pieces[i].lambda_)
+
+    def rllib_apply_gradients(self: ContinualPPOLearner, gradients: dict) -> None:
+        PPOTorchLearner.apply_gradients(self, gradients)
+        with torch.no_grad():
+            self.method.after_step(self.continual_module, self.active_task)
+
+    rllib.apply_gradients = types.MethodType(rllib_apply_gradients, rllib)
+    before = {k: v.detach().clone() for k, v in module_of(ours).named_parameters()}
+    value_passes = []  # (a pass over the whole batch, autograd on) per value computation
+    real_values = module_of(ours).compute_values
+
+    def compute_values(batch: dict, embeddings: Any = None) -> torch.Tensor:
+        value_passes.append((embeddings is None, torch.is_grad_enabled()))
+        return real_values(batch, embeddings)
+
+    module_of(ours).compute_values = compute_values
+    runner.set_state(ours.get_state(components="rl_module", inference_only=True))
+    episodes = runner.sample(num_timesteps=STEPS, random_actions=False)
+    for learner in (ours, rllib):
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)
+        learner.update(
+            episodes=copy.deepcopy(episodes),
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: STEPS},
+            num_epochs=PPO["num_epochs"],
+            minibatch_size=MINIBATCH,
+            shuffle_batch_per_epoch=True,
+        )
+    assert (True, False) in value_passes and (True, True) not in value_passes
+    after = dict(module_of(ours).named_parameters())
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    # Parameters and buffers (the NaN-filled return matrix too) equal to the bit.
+    torch.testing.assert_close(
+        module_of(ours).state_dict(), module_of(rllib).state_dict(), rtol=0, atol=0, equal_nan=True
+    )
+
+
+def test_non_finite_gradients_go_through_rllibs_handling(blip_config: Any) -> None:
+    assert _all_finite([torch.ones(3), torch.zeros(2, 2)]) and _all_finite([])
+    assert not _all_finite([torch.ones(3), torch.tensor([1.0, float("inf")])])
+    assert not _all_finite([torch.tensor([float("nan")]), torch.ones(3)])
+    learner = make_learner(blip_config)
+    gradients = {pid: torch.ones_like(p) for pid, p in learner._params.items()}
+    next(iter(gradients.values())).view(-1)[0] = float("nan")
+    learner.apply_gradients(gradients)
+    # RLlib zeroes the NaN (nan_to_num) and steps; a plain step would spread it through Adam.
+    params = list(module_of(learner).parameters())
+    assert all(bool(torch.isfinite(p).all()) for p in params)
 
 
 def test_start_task_resets_optimizer_and_learning_rate(runner: SingleAgentEnvRunner) -> None:

@@ -8,9 +8,13 @@ method needs, all with ``super()``:
 - ``compute_gradients``: after the backward pass, the method's ``before_step`` (HAT's and
   PackNet's gradient masks), before RLlib's gradient clipping;
 - ``apply_gradients``: after every optimizer step, the method's ``after_step`` (BLIP's clipping);
+  finite gradients (one fused check) are applied directly, anything else goes through RLlib's
+  per-parameter handling;
 - ``compute_loss_for_module``: PPO's loss plus the method's ``penalty`` (online EWC);
 - ``configure_optimizers_for_module``: Adam with the paper's epsilon, learning rate owned here;
 - ``after_gradient_based_update``: the linear learning-rate decay, restarted at every task;
+- ``build``: PPO's GAE piece computes its value pass without autograd
+  (:class:`ValueTargetsWithoutGradients`);
 - ``get_state``/``set_state``: the method's own state (EWC's Fisher and anchor) in checkpoints.
 
 The task-sequence callback drives the task lifecycle through :meth:`finish_task`,
@@ -31,6 +35,7 @@ import torch
 import tree
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
@@ -116,6 +121,27 @@ def rollout_samples(observations: torch.Tensor | None, task: int) -> TaskSamples
     return TaskSamples(batches, lambda module, obs: module.policy_logits(obs, task))
 
 
+class ValueTargetsWithoutGradients(GeneralAdvantageEstimation):
+    """RLlib's GAE piece with its value pass over the batch run under ``torch.no_grad``.
+
+    The values only become numpy advantages and value targets, but the learner connector runs
+    with autograd on, so RLlib's piece records a graph of the whole batch's forward pass and
+    drops it. The values, and so the batch, are the same.
+    """
+
+    def __call__(self, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return super().__call__(**kwargs)
+
+
+def _all_finite(gradients: list[torch.Tensor]) -> bool:
+    """Whether every element of ``gradients`` is finite: one fused norm instead of a check and
+    a host sync per tensor (a NaN or inf anywhere makes the total norm NaN or inf)."""
+    if not gradients:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(gradients, foreach=True)))
+
+
 class ContinualPPOLearner(PPOTorchLearner):
     """PPO + one ``blip_ray.methods`` method on a :class:`ContinualPPOModule`."""
 
@@ -143,6 +169,12 @@ class ContinualPPOLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def build(self) -> None:
         super().build()
+        pipeline = self._learner_connector
+        for i, piece in enumerate(pipeline.connectors):
+            if type(piece) is GeneralAdvantageEstimation:
+                pipeline.connectors[i] = ValueTargetsWithoutGradients(
+                    gamma=piece.gamma, lambda_=piece.lambda_
+                )
         self.method: ContinualMethod = self.settings.make_method()
         self.method.setup(self.continual_module)
         self.method.before_task(self.continual_module, 0)
@@ -176,7 +208,21 @@ class ContinualPPOLearner(PPOTorchLearner):
 
     @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict: dict) -> None:
-        super().apply_gradients(gradients_dict)
+        # RLlib checks every gradient twice, a host sync each, before every optimizer step;
+        # with no lr schedulers or grad scalers (none are configured here) and all gradients
+        # finite its steps reduce to the two loops below.
+        gradients = [g for g in gradients_dict.values() if g is not None]
+        if (
+            self._lr_scheduler_classes is None
+            and self._grad_scalers is None
+            and _all_finite(gradients)
+        ):
+            for pid, grad in gradients_dict.items():
+                self._params[pid].grad = grad
+            for optimizer in self._optimizers():
+                optimizer.step()
+        else:
+            super().apply_gradients(gradients_dict)  # RLlib's handling of NaN/inf gradients
         with torch.no_grad():
             self.method.after_step(self.continual_module, self.active_task)
 
