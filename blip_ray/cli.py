@@ -279,7 +279,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _reference_returns(args: argparse.Namespace) -> dict[str, float] | None:
-    from blip_ray.experiments.spec import load_reference_returns
+    from blip_ray.experiments.spec_tracks import load_reference_returns
 
     return load_reference_returns(args.reference_returns) if args.reference_returns else None
 

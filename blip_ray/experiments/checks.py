@@ -5,6 +5,7 @@ Every failure is a :class:`SpecError` whose message starts with the key it is ab
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import typing
@@ -167,3 +168,14 @@ def number(value: Any, where: str, *, positive: bool = False) -> float:
     if positive and not value > 0:
         raise SpecError(f"{where}: must be > 0, got {value}")
     return float(value)
+
+
+def each_setting(config_class: type, values: dict[str, Any], where: str) -> None:
+    """The config's own checks on every combination of searched values (both ends of a range):
+    each config a trial could build. Its one-line ValueError names the field."""
+    choices = [v.values if isinstance(v, SearchLeaf) else (v,) for v in values.values()]
+    for combination in itertools.product(*choices):
+        try:
+            config_class(**dict(zip(values, combination, strict=True)))
+        except ValueError as err:
+            raise SpecError(f"{where}.{err}") from None
