@@ -334,12 +334,15 @@ def test_learning_curves_draw_each_seed_thin_and_their_mean_thick() -> None:
     from blip_ray.report.plots import _plot_curves
     from blip_ray.report.tables import ok_groups
 
-    def curve(values: list[tuple[float, float]]) -> list[dict]:
-        return [{"env_steps": 100 * (i + 1), "returns": list(v)} for i, v in enumerate(values)]
+    def curve(values: list[tuple[float, float]], offset: int = 0) -> list[dict]:
+        return [
+            {"env_steps": 100 * (i + 1) + offset, "returns": list(v)} for i, v in enumerate(values)
+        ]
 
     seeds = [
         curve([(1.0, 0.0), (3.0, 0.0), (5.0, 2.0)]),
-        curve([(2.0, 0.0), (5.0, 0.0), (9.0, 4.0), (9.5, 4.5)]),  # one evaluation more
+        # one evaluation more, each a few env steps later (RLlib's counts differ between seeds)
+        curve([(2.0, 0.0), (5.0, 0.0), (9.0, 4.0), (9.5, 4.5)], offset=8),
     ]
     trials = [
         _trial("sgd", seed, curve=points, matrix=MATRICES[("sgd", seed)][:2], task_names=TASKS)
@@ -349,7 +352,7 @@ def test_learning_curves_draw_each_seed_thin_and_their_mean_thick() -> None:
     axes = _plot_curves(group).axes[0]
     thick = {line.get_label(): line for line in axes.get_lines() if line.get_linewidth() == 2}
     assert sorted(thick) == ["t0 (mean of 2 seeds)", "t1 (mean of 2 seeds)"]
-    np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_xdata(), [100, 200, 300])
+    np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_xdata(), [104, 204, 304])
     np.testing.assert_allclose(thick["t0 (mean of 2 seeds)"].get_ydata(), [1.5, 4.0, 7.0])
     np.testing.assert_allclose(thick["t1 (mean of 2 seeds)"].get_ydata(), [0.0, 0.0, 3.0])
     thin = [line for line in axes.get_lines() if line.get_linewidth() < 1 and len(line.get_xdata())]

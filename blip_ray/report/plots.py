@@ -141,8 +141,10 @@ SEED_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1, 1, 1)
 def _plot_curves(group: Group) -> Figure:
     """RL learning curves: each game's raw evaluation return against env steps, in the game's
     colour: one thin line per seed, each seed its own line style (the legend names them), and over
-    several seeds their mean drawn thick and solid (at the env steps every seed evaluated: the
-    seeds of a setting evaluate at the same steps)."""
+    several seeds their mean drawn thick and solid. A setting's seeds evaluate at the same
+    iterations, but RLlib's env-step counts differ between seeds by a few dozen steps, so the mean
+    pairs the seeds' k-th evaluations and draws them at their mean env step (up to the shortest
+    seed's curve)."""
     trials = [trial for trial in group.trials if trial.curve]
     names = shared_names(trials)
     tasks = max(len(point["returns"]) for trial in trials for point in trial.curve)
@@ -159,12 +161,13 @@ def _plot_curves(group: Group) -> Figure:
                           linestyle="-" if alone else SEED_STYLES[i % len(SEED_STYLES)],
                           linewidth=1 if alone else 0.7, alpha=1 if alone else 0.6,
                           label=task_name(names, u) if alone else None)  # fmt: skip
-        seeds = [points for points in seeds if points]
-        shared = sorted(set.intersection(*(set(points) for points in seeds))) if seeds else []
-        if not alone and shared:
-            mean = [float(np.mean([points[n] for points in seeds])) for n in shared]
+        seeds = [sorted(points.items()) for points in seeds if points]
+        length = min(map(len, seeds), default=0)
+        if not alone and length:
+            paired = np.array([points[:length] for points in seeds])  # seed, evaluation, (x, y)
+            mean = paired.mean(axis=0)
             label = f"{task_name(names, u)} (mean of {len(seeds)} seeds)"
-            axes.plot(shared, mean, "-", color=color, linewidth=2, label=label)
+            axes.plot(mean[:, 0], mean[:, 1], "-", color=color, linewidth=2, label=label)
     for i, trial in enumerate([] if alone else trials):
         style = SEED_STYLES[i % len(SEED_STYLES)]
         axes.plot([], [], color="gray", linestyle=style, linewidth=0.7, label=f"seed {trial.seed}")
