@@ -13,7 +13,6 @@ RL runs need Ray (RLlib samples and learns in Ray actors): ``blip-ray run`` runs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +20,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from blip_ray import metrics
 from blip_ray.data import SEQUENCES
-from blip_ray.experiments.results import load_trials
+from blip_ray.experiments.specs.experiment import Resources
 from blip_ray.methods import ContinualMethod
 from blip_ray.models.base import MultiHeadNet
-from blip_ray.records import TrialResult
+from blip_ray.records.layout import CHECKPOINT_GLOB, trial_dirs
+from blip_ray.records.rows import read_trial
+from blip_ray.records.trials import TrialResult, load_trials
 from blip_ray.report.results_table import table_frame, table_rows
 from blip_ray.report.tables import matrices_frame, summary_frame
 from blip_ray.supervised import LoopState, TrainSettings, run_sequence
@@ -65,10 +67,15 @@ def run_continual(
     fc_width: int | None = None,
     data_dir: str | Path | None = None,
     download: bool = True,
+    threads: int | None = None,
 ) -> ContinualResult:
     """Train ``method`` over the supervised ``benchmark``'s tasks (the first ``tasks``) and
     evaluate every task after each; ``network`` defaults to the benchmark's paper network and
     ``train`` to :class:`~blip_ray.supervised.TrainSettings`' defaults (a mapping overrides some).
+
+    ``threads`` is torch's thread count for the run (the process's own is restored after); by
+    default that of a trial under a spec's default ``resources``, so the run equals such a trial
+    of ``blip-ray run`` to the bit on any machine (float sums depend on the thread count).
 
     >>> result = run_continual("digits5", "blip", train={"epochs": 5}, tasks=2)
     >>> result.metrics["acc"]  # doctest: +SKIP
@@ -90,7 +97,12 @@ def run_continual(
         data_dir=data_dir,
         download=download,
     )
-    records = list(run_sequence(sequence, model, continual, settings=settings, seed=seed))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads is not None else Resources().threads)
+    try:
+        records = list(run_sequence(sequence, model, continual, settings=settings, seed=seed))
+    finally:
+        torch.set_num_threads(before)
     last = records[-1]
     matrix = np.array(last.matrix, dtype=float)
     initial = np.array(last.initial_row, dtype=float)
@@ -153,7 +165,7 @@ def open_experiment(
     """The trials of ``directory`` (RL returns normalized as the report does, with
     ``reference_returns`` if given)."""
     path = Path(directory)
-    if not any(path.glob("*/params.json")):
+    if not trial_dirs(path):
         raise FileNotFoundError(f"{path} holds no trials; pass an experiment directory")
     reference = dict(reference_returns) if reference_returns is not None else None
     return Experiment(path, load_trials(path, reference=reference))
@@ -171,14 +183,14 @@ def load_model(
     (the trial's latest checkpoint), in eval mode; ``model.set_task`` picks a task's head where
     the method keeps per-task state."""
     trial_dir = _trial_dir(Path(directory), method=method, seed=seed, hp=hyperparameters)
-    config = json.loads((trial_dir / "params.json").read_text())
+    config = read_trial(trial_dir).config
     run = config["run"]
     if run.get("track") == "rl":
         raise ValueError(
             f"{trial_dir.name} is an RL trial: its checkpoint is an RLlib algorithm "
             "(ray.rllib.algorithms.Algorithm.from_checkpoint), not a supervised network"
         )
-    checkpoints = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
+    checkpoints = sorted(trial_dir.glob(CHECKPOINT_GLOB), key=lambda p: p.name)
     if not checkpoints:
         raise FileNotFoundError(f"{trial_dir} has no checkpoint: no task of it finished")
     _, model, _ = build_trial(config)
@@ -188,9 +200,9 @@ def load_model(
 
 def _trial_dir(directory: Path, *, method: str, seed: int, hp: Mapping[str, Any] | None) -> Path:
     matches = [
-        path.parent
-        for path in sorted(directory.glob("*/params.json"))
-        if _matches(json.loads(path.read_text())["method"], method, seed, hp)
+        trial_dir
+        for trial_dir in trial_dirs(directory)
+        if _matches(read_trial(trial_dir).config["method"], method, seed, hp)
     ]
     if len(matches) != 1:
         found = "no trial" if not matches else f"{len(matches)} trials (pass hyperparameters=)"

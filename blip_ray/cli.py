@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from blip_ray import __version__
-from blip_ray.experiments.plan import (
+from blip_ray.experiments.plan.grid import (
     MAX_TRIALS_ENV,
     MAX_TRIALS_WITHOUT_YES,
     PROGRESS_EVERY_S,
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.spec import load_spec
+    from blip_ray.experiments.specs.experiment import load_spec
 
     # every spec mistake (plugins included) stops the run here, before Ray is imported
     spec = load_spec(args.spec, plugins=args.plugin, loggers=args.logger)
@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = spec.as_references()
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     if args.dry_run:
-        from blip_ray.experiments.dry_run import dry_run_text
+        from blip_ray.experiments.plan.dry_run import dry_run_text
 
         print(dry_run_text(spec, cpus=args.cpus, remote=remote))
         return EXIT_OK
@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         # An embedded instance is one machine: keep it on loopback (Ray would advertise the
         # interface address). Ray reads this when imported, so it is set before the import.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from blip_ray.experiments.launch import run_experiment
+    from blip_ray.experiments.run.launch import run_experiment
 
     outcome = run_experiment(
         spec,
@@ -259,7 +259,7 @@ def _resume_command(args: argparse.Namespace, experiment_dir: Path) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.pooling import report_experiments
+    from blip_ray.report.runs import report_experiments
 
     trials, table = report_experiments(
         [Path(d) for d in args.run_dirs],
@@ -271,7 +271,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.pooling import compare_table
+    from blip_ray.report.runs import compare_table
 
     runs = [Path(d) for d in args.run_dirs]
     print(compare_table(runs, reference_returns=_reference_returns(args)))
@@ -279,13 +279,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _reference_returns(args: argparse.Namespace) -> dict[str, float] | None:
-    from blip_ray.experiments.spec_tracks import load_reference_returns
+    from blip_ray.experiments.specs.tracks import load_reference_returns
 
     return load_reference_returns(args.reference_returns) if args.reference_returns else None
 
 
 def _list(args: argparse.Namespace) -> int:
-    from blip_ray.experiments.listing import listing_lines
+    from blip_ray.experiments.specs.listing import listing_lines
     from blip_ray.plugins import load_plugins
 
     load_plugins(args.plugin)

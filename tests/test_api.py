@@ -8,14 +8,15 @@ import pytest
 import torch
 from test_ray_free import ray_modules_after
 
-from blip_ray import metrics
+from blip_ray import api, metrics
 from blip_ray.api import load_model, open_experiment, run_continual
-from blip_ray.experiments.launch import run_experiment
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.run.launch import run_experiment
+from blip_ray.experiments.specs.experiment import parse_spec
 from blip_ray.supervised.build import build_continual
 from blip_ray.supervised.loop import evaluate_all
 
 TRAIN = {"lr": 0.1, "epochs": 3}
+THREADS = torch.get_num_threads()
 SPEC = {
     "name": "api",
     "benchmark": "pdigits",
@@ -44,6 +45,22 @@ def test_the_api_imports_no_ray() -> None:
 
 
 @pytest.mark.ray
+def test_a_run_here_uses_a_default_trials_threads_and_restores_the_processs(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        api, "run_sequence", lambda *a, **k: seen.append(torch.get_num_threads()) or []
+    )
+    torch.set_num_threads(2)
+    try:
+        for threads in (None, 2):
+            with pytest.raises(IndexError):  # no record from the stand-in loop
+                run_continual("digits5", "finetune", tasks=1, threads=threads)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(THREADS)
+    assert seen == [parse_spec(SPEC).resources.threads, 2] and seen[0] == 1
+
+
 def test_a_trial_equals_the_same_run_here_and_loads_back(ray_session, tmp_path) -> None:
     outcome = run_experiment(parse_spec(SPEC), storage=str(tmp_path), verbose=0)
     experiment = open_experiment(outcome.experiment_dir)
@@ -55,6 +72,8 @@ def test_a_trial_equals_the_same_run_here_and_loads_back(ray_session, tmp_path) 
 
     for method, hp in SPEC["methods"].items():
         trial = next(t for t in experiment.trials if t.method == method)
+        # The bits depend on torch's thread count: a trial runs with its resources' (here the
+        # default 1 CPU), and run_continual's default is the same whatever this process's count.
         here = run_continual(
             "pdigits", method, hyperparameters=hp, seed=1, train=TRAIN, tasks=2, fc_width=32
         )

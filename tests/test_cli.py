@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from blip_ray.cli import main
-from blip_ray.experiments.spec import SpecError, load_spec
-from blip_ray.experiments.storage import SPEC_RECORD, UserError, _check_same_spec
+from blip_ray.errors import UserError
+from blip_ray.experiments.run.storage import _check_same_spec
+from blip_ray.experiments.specs.experiment import SpecError, load_spec
+from blip_ray.records.layout import SPEC_RECORD
 
 GOOD = """\
 name: t
@@ -434,7 +436,7 @@ def test_list_shows_benchmarks_methods_and_defaults(capsys):
 def test_list_shows_every_key_a_spec_can_set_with_its_default(capsys):
     import dataclasses
 
-    from blip_ray.experiments.spec import TOP_KEYS
+    from blip_ray.experiments.specs.experiment import TOP_KEYS
     from blip_ray.rl.settings import PpoSettings, RlSettings
     from blip_ray.supervised import TrainSettings
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.specs.experiment import load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

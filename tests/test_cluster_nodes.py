@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 from cl_fixtures import grid_spec
 
-from blip_ray.experiments.launch import run_experiment
-from blip_ray.experiments.results import load_trials, task_rows
-from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.run.launch import run_experiment
+from blip_ray.experiments.specs.experiment import load_spec
+from blip_ray.records.trials import load_trials, task_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.ray]
 

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from blip_ray.cli import build_parser
-from blip_ray.experiments import connect, embedded
-from blip_ray.experiments.spec import load_spec
+from blip_ray.experiments.cluster import connect, embedded
+from blip_ray.experiments.specs.experiment import load_spec
 from blip_ray.supervised import LoopState
 
 REPO = Path(__file__).resolve().parent.parent

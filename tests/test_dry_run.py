@@ -9,9 +9,9 @@ import pytest
 from ray.tune.search.variant_generator import generate_variants
 
 from blip_ray.cli import main
-from blip_ray.experiments import estimate
-from blip_ray.experiments.dry_run import dry_run_text
-from blip_ray.experiments.estimate import (
+from blip_ray.experiments.plan import estimate
+from blip_ray.experiments.plan.dry_run import dry_run_text
+from blip_ray.experiments.plan.estimate import (
     RL_THROUGHPUT,
     START_S,
     Estimate,
@@ -19,9 +19,14 @@ from blip_ray.experiments.estimate import (
     estimate_wall,
     recorded_rl_seconds,
 )
-from blip_ray.experiments.launch import param_space
-from blip_ray.experiments.plan import MAX_TRIALS_ENV, check_trial_count, max_trials, plan_trials
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.plan.grid import (
+    MAX_TRIALS_ENV,
+    check_trial_count,
+    max_trials,
+    plan_trials,
+)
+from blip_ray.experiments.run.launch import param_space
+from blip_ray.experiments.specs.experiment import parse_spec
 
 GRID = {
     "name": "g",

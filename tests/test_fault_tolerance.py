@@ -19,7 +19,7 @@ import pytest
 from cl_fixtures import grid_spec
 
 from blip_ray.cli import main
-from blip_ray.experiments.results import load_trials, task_rows
+from blip_ray.records.trials import load_trials, task_rows
 
 BLIP_RAY = str(Path(sys.executable).parent / "blip-ray")
 

@@ -8,11 +8,10 @@ import json
 
 import pytest
 
-from blip_ray.experiments.launch import run_experiment
-from blip_ray.experiments.provenance import read_provenance
-from blip_ray.experiments.results import load_trials, task_rows
-from blip_ray.experiments.spec import FailureInjection, parse_spec
-from blip_ray.experiments.storage import RUN_RECORD
+from blip_ray.experiments.run.launch import run_experiment
+from blip_ray.experiments.specs.experiment import FailureInjection, parse_spec
+from blip_ray.records.layout import RUN_RECORD, read_provenance
+from blip_ray.records.trials import load_trials, task_rows
 
 pytestmark = pytest.mark.ray
 

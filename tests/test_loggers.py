@@ -1,4 +1,5 @@
-"""Task rows reach result.json only once Tune has registered the task's checkpoint."""
+"""Task rows reach blip-ray's row files, result.json and progress.csv only once Tune has registered
+the task's checkpoint; the row files keep every finished task through a resume."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from types import SimpleNamespace
 from pyarrow.fs import LocalFileSystem
 from ray.tune.result import SHOULD_CHECKPOINT
 
-from blip_ray.experiments.loggers import CsvRows, JsonRows
-from blip_ray.experiments.results import task_rows
-from blip_ray.records import TaskRow
+from blip_ray.experiments.run.loggers import CsvRows, JsonRows, RowFiles
+from blip_ray.records.rows import TaskRow
+from blip_ray.records.trials import load_trials, task_rows
 
 
 class _Trial:
@@ -18,7 +19,8 @@ class _Trial:
 
     def __init__(self, path: Path) -> None:
         self.local_path = str(path)
-        self.config = {"method": {"name": "finetune", "seed": 0}}
+        self.trial_id = path.name
+        self.config = {"method": {"name": "finetune", "seed": 0, "hp": {}}}
         self.checkpoint = None
         # Where Tune would restore the files from when the trial restarts from a checkpoint.
         remote = path.parent / "storage" / path.name
@@ -106,3 +108,54 @@ def test_a_retry_keeps_the_rows_a_stale_copy_in_storage_lacks(tmp_path):
     logger.on_trial_result(0, [trial], trial, _result(1))
     logger.on_trial_complete(0, [trial], trial)
     assert task_rows(tmp_path) == {"t0": [0, 1]}
+
+
+def _send(loggers: list, hook: str, trial: _Trial, *args) -> None:
+    for logger in loggers:
+        getattr(logger, hook)(0, [trial], trial, *args)
+
+
+def test_the_row_files_keep_the_rows_a_resume_drops_from_tunes_result_json(tmp_path):
+    # Tune's loggers write to the driver's staging directory, which Tune copies to the
+    # experiment directory only every so often; a new driver restores result.json from there.
+    trial = _Trial(tmp_path / "t0")
+    experiment = Path(trial.storage.trial_fs_path).parent
+    first = [JsonRows(), RowFiles()]
+    _send(first, "on_trial_start", trial)
+    _send(first, "on_trial_result", trial, _result(0))
+    assert task_rows(experiment) == {}  # held back until the checkpoint is registered
+    trial.checkpoint = "checkpoint_000000"
+    _send(first, "on_trial_save", trial)
+    assert task_rows(experiment) == {"t0": [0]}
+
+    # Stopped before Tune copied the staging files over; --resume runs a new driver whose
+    # staging directory is empty, and restores the trial from task 0's checkpoint.
+    (tmp_path / "t0" / "result.json").unlink()
+    second = [JsonRows(), RowFiles()]
+    _send(second, "on_trial_start", trial)
+    _send(second, "on_trial_result", trial, _result(1))
+    _send(second, "on_trial_save", trial)
+    _send(second, "on_trial_complete", trial)
+    tune_rows = (tmp_path / "t0" / "result.json").read_text().splitlines()
+    assert len(tune_rows) == 1 and '"task": 1' in tune_rows[0]  # task 0's row is gone there
+    assert task_rows(experiment) == {"t0": [0, 1]}
+    (trial_result,) = load_trials(experiment)
+    assert trial_result.status == "ok" and len(trial_result.matrix) == 2
+
+
+def test_a_redone_task_rewrites_its_row_and_counts_it(tmp_path):
+    trial = _Trial(tmp_path / "t0")
+    experiment = Path(trial.storage.trial_fs_path).parent
+    rows = RowFiles()
+    for _ in range(2):  # the first attempt's experiment state never recorded the checkpoint
+        _send([rows], "on_trial_start", trial)
+        _send([rows], "on_trial_result", trial, _result(0))
+        _send([rows], "on_trial_save", trial)
+    _send([rows], "on_trial_result", trial, {"trial_id": "t0", "failed": "NonFiniteLossError: nan"})
+    assert task_rows(experiment) == {"t0": [0, 0]}
+    (failed,) = load_trials(experiment)
+    assert failed.status == "failed" and failed.error == "NonFiniteLossError: nan"
+    _send([rows], "on_trial_result", trial, _result(1))  # run again, it finishes: no failure left
+    _send([rows], "on_trial_complete", trial)
+    (ok,) = load_trials(experiment)
+    assert ok.status == "ok" and ok.error is None

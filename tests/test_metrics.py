@@ -22,7 +22,7 @@ from blip_ray.metrics import (
     normalize_returns,
     summary,
 )
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report import markdown_table, summary_frame
 
 # R[t, u]: accuracy (percent) on task u after training task t.

@@ -17,8 +17,8 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from blip_ray import quant
 from blip_ray.cli import main
-from blip_ray.experiments.checks import SpecError
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
 from blip_ray.rl.envs import (
     MINATAR_CHANNELS,
     MINATAR_MAX_EPISODE_STEPS,

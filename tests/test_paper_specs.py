@@ -12,7 +12,7 @@ import pytest
 from data_fixtures import write_tiny_dataset
 
 from blip_ray.cli import main
-from blip_ray.experiments.spec import load_spec, parse_spec
+from blip_ray.experiments.specs.experiment import load_spec, parse_spec
 from blip_ray.methods import METHODS
 from blip_ray.rl.sequences import RL_SEQUENCES
 from blip_ray.rl.settings import RlSettings
@@ -53,7 +53,7 @@ def test_specs_resolve_tasks_and_rl_settings_when_read():
 
 
 def test_the_trials_get_the_rl_settings_the_spec_resolved():
-    from blip_ray.experiments.launch import param_space
+    from blip_ray.experiments.run.launch import param_space
 
     spec = parse_spec(
         {

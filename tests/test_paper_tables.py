@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from blip_ray.metrics import METRICS
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report import write_report
 from blip_ray.report.results_table import latex_escape
 

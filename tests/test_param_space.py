@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from ray.tune.search.variant_generator import generate_variants
 
-from blip_ray.experiments.launch import param_space, planned_trials
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.run.launch import param_space, planned_trials
+from blip_ray.experiments.specs.experiment import parse_spec
 
 SPEC = {
     "name": "s",

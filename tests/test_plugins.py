@@ -21,8 +21,8 @@ import torch
 from blip_ray import plugins
 from blip_ray.cli import main
 from blip_ray.data import SEQUENCES
-from blip_ray.experiments.checks import SpecError
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
 from blip_ray.methods import METHODS, TaskSamples, make_method
 from blip_ray.models import MODELS
 from blip_ray.rl.sequences import RL_SEQUENCES
@@ -183,7 +183,7 @@ def test_every_ray_worker_imports_the_plugins_through_the_setup_hook(tmp_path: P
     script = textwrap.dedent(
         f"""
         import ray
-        from blip_ray.experiments.connect import init_ray
+        from blip_ray.experiments.cluster.connect import init_ray
         from blip_ray.plugins import worker_runtime_env
 
         init_ray(None, runtime_env=worker_runtime_env([{METHOD_FILE!r}, {BENCHMARK_FILE!r}]))
@@ -225,8 +225,8 @@ register_rl_sequence(dataclasses.replace(base, name="mycart", tasks=base.tasks[:
 @pytest.mark.ray
 @pytest.mark.usefixtures("registries")
 def test_an_rl_sequence_from_a_plugin_trains_like_a_built_in_one(ray_session, tmp_path) -> None:
-    from blip_ray.experiments.launch import run_experiment
-    from blip_ray.experiments.results import load_trials
+    from blip_ray.experiments.run.launch import run_experiment
+    from blip_ray.records.trials import load_trials
 
     plugin = tmp_path / "mycart.py"
     plugin.write_text(RL_PLUGIN)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from blip_ray.cli import main
-from blip_ray.experiments.storage import RUN_RECORD, SPEC_RECORD
-from blip_ray.records import TaskRow
+from blip_ray.records.layout import RUN_RECORD, SPEC_RECORD
+from blip_ray.records.rows import TaskRow
 
 T_975_1, T_975_2 = 12.706204736, 4.302652730  # Student t quantiles for two and three seeds
 # Two tasks: ACC = mean of the last row.

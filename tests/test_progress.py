@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from blip_ray.experiments.plan import plan_trials, progress_line
-from blip_ray.experiments.progress import (
+from blip_ray.experiments.plan.grid import plan_trials, progress_line
+from blip_ray.experiments.run.progress import (
     NOISE,
     TOKEN_NOTICE,
     DropMessages,
     OverallProgress,
     quiet_ray_notices,
 )
-from blip_ray.experiments.spec import parse_spec
-from blip_ray.records import TaskRow
+from blip_ray.experiments.specs.experiment import parse_spec
+from blip_ray.records.rows import TaskRow
 
 REPO = Path(__file__).parent.parent
 SPEC = {"name": "p", "benchmark": "pdigits", "seeds": [0, 1], "tasks": 3, "methods": {"si": {}}}

@@ -14,12 +14,12 @@ from test_ray_free import _write_trial
 
 from blip_ray import __version__
 from blip_ray.cli import main
-from blip_ray.experiments import provenance
-from blip_ray.experiments.spec import parse_spec
-from blip_ray.experiments.storage import RUN_RECORD
-from blip_ray.records import TrialResult
+from blip_ray.experiments.run import provenance
+from blip_ray.experiments.specs.experiment import parse_spec
+from blip_ray.records import layout
+from blip_ray.records.layout import PROVENANCE_FILE, RUN_RECORD
+from blip_ray.records.trials import TrialResult
 from blip_ray.report import write_report
-from blip_ray.report.provenance import PROVENANCE_FILE
 
 REPO = Path(__file__).parent.parent
 SUPERVISED = {"name": "t", "benchmark": "pdigits", "methods": {"blip": {}}, "seeds": [0]}
@@ -46,7 +46,7 @@ def _segments(experiment: Path, walls: list[float]) -> dict:
         provenance.start_segment(
             experiment, parse_spec(RL), resumed=index > 0, flags=flags, cluster=CLUSTER
         )
-        total = provenance.finish_segment(experiment, wall_s=wall, interrupted=index == 0)
+        total = layout.finish_segment(experiment, wall_s=wall, interrupted=index == 0)
     assert total == pytest.approx(sum(walls))
     return json.loads((experiment / PROVENANCE_FILE).read_text())
 
@@ -76,7 +76,7 @@ def test_supervised_train_settings_are_recorded_with_their_defaults(tmp_path):
     provenance.start_segment(
         tmp_path, parse_spec(SUPERVISED), resumed=False, flags={}, cluster=CLUSTER
     )
-    (segment,) = provenance.read_provenance(tmp_path)["segments"]
+    (segment,) = layout.read_provenance(tmp_path)["segments"]
     assert segment["wall_s"] is None  # until the segment ends
     assert segment["spec"]["train"]["lr_patience"] == 5 and segment["spec"]["train"]["epochs"]
     assert segment["spec"]["rl"] is None
@@ -86,8 +86,8 @@ def test_resumed_segments_are_appended_and_their_wall_times_summed(tmp_path):
     record = _segments(tmp_path / "e", [30.0, 20.0, 10.0])
     assert [s["resumed"] for s in record["segments"]] == [False, True, True]
     assert [s["interrupted"] for s in record["segments"]] == [True, False, False]
-    assert provenance.total_wall_s(record) == 60.0
-    assert provenance.read_provenance(tmp_path / "elsewhere") is None
+    assert layout.total_wall_s(record) == 60.0
+    assert layout.read_provenance(tmp_path / "elsewhere") is None
 
 
 def test_code_outside_a_checkout_or_untracked_in_one_has_no_commit(tmp_path, monkeypatch):

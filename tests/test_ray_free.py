@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from blip_ray.records import TaskRow
+from blip_ray.records.rows import TaskRow
 
 REPO = Path(__file__).parent.parent
 HEAVY = ("ray.tune", "ray.rllib")
@@ -44,7 +44,7 @@ def test_reading_every_spec_imports_no_ray():
     modules = ray_modules_after(
         """
         from pathlib import Path
-        from blip_ray.experiments.spec import load_spec
+        from blip_ray.experiments.specs.experiment import load_spec
         for path in sorted(Path("benchmarks").glob("*.yaml")):
             spec = load_spec(path)
             spec.smoke().record()

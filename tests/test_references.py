@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from blip_ray.cli import main
-from blip_ray.experiments.checks import SpecError
-from blip_ray.experiments.results import load_trials
-from blip_ray.experiments.spec import parse_spec
-from blip_ray.experiments.spec_tracks import load_reference_returns
-from blip_ray.records import TrialResult
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
+from blip_ray.experiments.specs.tracks import load_reference_returns
+from blip_ray.records.trials import TrialResult, load_trials
 from blip_ray.report.references import REFERENCE_FILE, references, references_yaml
 from blip_ray.rl.sequences import find_rl_sequence, get_rl_sequence
 

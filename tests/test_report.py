@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blip_ray.experiments.results import normalize_rl_returns
 from blip_ray.metrics import METRIC_NAMES, summary
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult, normalize_rl_returns
 from blip_ray.report import ReportPaths, markdown_table, write_report
 
 TASKS = ["t0", "t1", "t2"]

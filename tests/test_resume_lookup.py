@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from blip_ray.experiments.spec import ExperimentSpec, parse_spec
-from blip_ray.experiments.storage import (
-    SPEC_RECORD,
-    UserError,
-    _check_same_spec,
-    experiment_dir_for,
-)
+from blip_ray.errors import UserError
+from blip_ray.experiments.run.storage import _check_same_spec, experiment_dir_for
+from blip_ray.experiments.specs.experiment import ExperimentSpec, parse_spec
+from blip_ray.records.layout import SPEC_RECORD
 
 SPEC = {"name": "t", "benchmark": "pdigits", "methods": {"finetune": {}}, "seeds": [0]}
 RL = {"name": "r", "benchmark": "cartpole3", "methods": {"blip": {}}, "seeds": [0]}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from ray.rllib.env.wrappers.atari_wrappers import EpisodicLifeEnv
 
-from blip_ray.experiments.checks import SpecError
-from blip_ray.experiments.spec import parse_spec
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
 from blip_ray.rl.envs import TaskEnv, WholeGame
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.sequences import (

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from cl_fixtures import grid_spec
 
-from blip_ray.experiments.results import load_trials, task_rows
+from blip_ray.records.trials import load_trials, task_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

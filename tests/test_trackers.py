@@ -18,19 +18,19 @@ from ray.tune.result import SHOULD_CHECKPOINT
 from tensorboardX.proto.event_pb2 import Event
 
 from blip_ray.cli import main
-from blip_ray.experiments.checks import SpecError
-from blip_ray.experiments.launch import run_experiment
-from blip_ray.experiments.results import load_trials, task_rows
-from blip_ray.experiments.spec import parse_spec
-from blip_ray.experiments.trackers import (
+from blip_ray.experiments.run.launch import run_experiment
+from blip_ray.experiments.run.trackers import (
     TRACKERS,
     MlflowRows,
     TensorBoardRows,
     WandbRows,
     trial_params,
 )
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
 from blip_ray.metrics import acc
-from blip_ray.records import TaskRow
+from blip_ray.records.rows import TaskRow
+from blip_ray.records.trials import load_trials, task_rows
 
 SPEC = {
     "name": "tracked",

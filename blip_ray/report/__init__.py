@@ -1,8 +1,8 @@
 """Many trials -> tidy CSVs, one mean ± 95% CI results table (markdown, CSV, LaTeX) and plots;
 no Ray, no torch.
 
-The only input is :class:`~blip_ray.records.TrialResult`, so a report can be rebuilt without a
-cluster. Every number comes from :mod:`blip_ray.metrics`; this package only groups and formats
+The only input is :class:`~blip_ray.records.trials.TrialResult`, so a report can be rebuilt without
+a cluster. Every number comes from :mod:`blip_ray.metrics`; this package only groups and formats
 (:mod:`.tables`, :mod:`.results_table`, :mod:`.markdown`) and draws (:mod:`.plots`).
 """
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report import results_table, tables
 from blip_ray.report.plots import write_plots
 from blip_ray.report.provenance import provenance_lines
@@ -42,6 +42,8 @@ class _Header:
     provenance: Mapping[str, Any] | None = None
     """The experiment's record of what ran it, one entry per run segment (None: pooled, or
     recorded before provenance)."""
+    skipped: tuple[str, ...] = ()
+    """The experiment's files that could not be read and were left out, each a line."""
 
 
 def _duration(seconds: float) -> str:
@@ -183,6 +185,9 @@ def _markdown(
         lines += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
     if not plots:
         lines.append("None (no trial with status ok).")
+    if header.skipped:
+        lines += ["## Files left out (unreadable)", "", *(f"- {line}" for line in header.skipped)]
+        lines.append("")
     lines += provenance_lines(header.provenance)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -196,6 +201,7 @@ def write_report(
     planned: int | None = None,
     provenance: Mapping[str, Any] | None = None,
     sources: Sequence[str] = (),
+    skipped: Sequence[str] = (),
 ) -> ReportPaths:
     """Write summary.csv, matrices.csv, the results table as table.csv and table.tex, the PNG
     plots and report.md (linking them) to out_dir.
@@ -204,7 +210,7 @@ def write_report(
     ``planned`` is the size of the spec's grid: trials an interrupted run never started are
     counted as such. ``provenance`` (the experiment's record of what ran it, one entry per run
     segment) adds a Provenance section; ``sources`` names the experiments a pooled report was
-    made from.
+    made from; ``skipped`` names the files that could not be read and were left out.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +221,7 @@ def write_report(
     results_table.table_frame(rows).to_csv(table_csv, index=False)
     table_tex.write_text(results_table.latex_table(rows, title=title), encoding="utf-8")
     plots = write_plots(trials, out_dir)
-    header = _Header(title, wall_s, planned, tuple(sources), provenance)
+    header = _Header(title, wall_s, planned, tuple(sources), provenance, tuple(skipped))
     report_md.write_text(_markdown(trials, rows, plots, header), encoding="utf-8")
     paths = tuple(path for _, path in plots)
     return ReportPaths(summary_csv, matrices_csv, report_md, table_csv, table_tex, paths)

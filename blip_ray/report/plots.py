@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report.tables import (
     UNITS,
     Group,

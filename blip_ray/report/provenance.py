@@ -1,5 +1,5 @@
 """report.md's Provenance section, from the experiment's provenance record (a plain mapping with
-one entry per run segment; :mod:`blip_ray.experiments.provenance` writes it)."""
+one entry per run segment; :mod:`blip_ray.experiments.run.provenance` writes it)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-PROVENANCE_FILE = "blip_ray_provenance.json"
-"""The experiment directory's provenance record: one entry per run segment, written when the
-segment starts and completed when it ends."""
+from blip_ray.records.layout import PROVENANCE_FILE
+
 #: Keys of a segment that say what ran the trials; earlier segments differing in one are named.
 ENVIRONMENT_KEYS = ("code", "packages", "machine")
 

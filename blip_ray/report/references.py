@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from blip_ray import metrics
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report.tables import cell
 
 REFERENCE_FILE = "reference_returns.yaml"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from blip_ray import metrics
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 from blip_ray.report.tables import capacity_label, cell, last_value, ok_groups, trial_metrics
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from blip_ray import metrics
-from blip_ray.records import TrialResult
+from blip_ray.records.trials import TrialResult
 
 _ID_COLUMNS = ("trial_id", "method", "seed")
 _RUN_COLUMNS = ("capacity", "state_bytes", "tasks_done", "status", "error", "role")

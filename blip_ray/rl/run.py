@@ -1,10 +1,11 @@
 """A continual PPO run over a task sequence, one record per finished task.
 
 The RL counterpart of ``blip_ray.supervised.run_sequence``: both yield a
-:class:`~blip_ray.records.TaskRow` per finished task that can ``save`` the state to continue from
-(here the whole RLlib algorithm; the task switches happen inside it, ``blip_ray.rl.callbacks``).
-Before training, the untrained policy (forward-transfer baseline) and a uniformly random policy
-(0 of the per-game normalization) score every task, kept in module buffers for checkpoints.
+:class:`~blip_ray.records.rows.TaskRow` per finished task that can ``save`` the state to continue
+from (here the whole RLlib algorithm; the task switches happen inside it,
+``blip_ray.rl.callbacks``). Before training, the untrained policy (forward-transfer baseline) and a
+uniformly random policy (0 of the per-game normalization) score every task, kept in module buffers
+for checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from blip_ray.methods import METHODS
-from blip_ray.records import TaskRow
+from blip_ray.records.rows import TaskRow
 from blip_ray.rl.callbacks import apply_current_task, learner_call
 from blip_ray.rl.config import build_ppo_config
 from blip_ray.rl.evaluation import evaluate_tasks

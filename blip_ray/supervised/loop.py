@@ -29,7 +29,7 @@ from blip_ray.data.base import Split, Task, TaskSequence
 from blip_ray.methods.base import ContinualMethod, TaskSamples
 from blip_ray.methods.memory import join, multi_head_loss
 from blip_ray.models.base import MultiHeadNet
-from blip_ray.records import TaskRow
+from blip_ray.records.rows import TaskRow
 
 #: Task ``t`` of seed ``s`` draws from ``s * TASK_SEED_STRIDE + t``: a prime above any task count,
 #: so no two (seed, task) pairs share a stream.

@@ -1,7 +1,7 @@
 """What a spec will run, counted without Ray: trials, the grid behind them, and how many at once.
 
-The count follows Tune's own expansion of :func:`blip_ray.experiments.launch.param_space` (a grid
-over methods, each method's grid leaves and seeds nested inside it, ``samples`` draws of the
+The count follows Tune's own expansion of :func:`blip_ray.experiments.run.launch.param_space` (a
+grid over methods, each method's grid leaves and seeds nested inside it, ``samples`` draws of the
 whole), so ``--dry-run``, the ``--yes`` guard and the run's header line can state the true number
 before Ray is imported. Tune's own header counts only the outer grid ("Number of trials 2" for an
 8-trial run); this is the number to trust.
@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from blip_ray.experiments.checks import SearchLeaf
+from blip_ray.experiments.specs.checks import SearchLeaf
 
 if TYPE_CHECKING:  # the CLI reads this module's constants for --help: keep it light
-    from blip_ray.experiments.spec import ExperimentSpec
+    from blip_ray.experiments.specs.experiment import ExperimentSpec
 
 MAX_TRIALS_WITHOUT_YES = 200
 """A spec that makes more trials than this runs only with ``--yes``: a grid of thousands is more

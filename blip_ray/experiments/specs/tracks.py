@@ -1,11 +1,12 @@
-"""The track sections of an experiment spec, checked as :mod:`blip_ray.experiments.spec` reads it.
+"""The track sections of an experiment spec, checked as
+:mod:`blip_ray.experiments.specs.experiment` reads it.
 
 - supervised: the network (built for the sequence's inputs and for each method's trunk), ``train``
   (every searched value checked) and the data settings;
 - RL: ``rl:`` over the sequence's defaults, and single-task reference returns given inline or as
   the ``reference_returns.yaml`` a ``--references`` run writes.
 
-Each failure is a one-line :class:`~blip_ray.experiments.checks.SpecError` naming its key.
+Each failure is a one-line :class:`~blip_ray.experiments.specs.checks.SpecError` naming its key.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from blip_ray.data import SEQUENCES
-from blip_ray.experiments import checks
-from blip_ray.experiments.checks import SearchLeaf, SpecError
+from blip_ray.experiments.specs import checks
+from blip_ray.experiments.specs.checks import SearchLeaf, SpecError
 from blip_ray.methods import METHODS
 from blip_ray.models import MODELS, ModelOptions, check_build
 from blip_ray.rl.sequences import find_rl_sequence

@@ -21,9 +21,9 @@ from typing import Any
 
 import ray
 
-from blip_ray.experiments.checks import UserError
-from blip_ray.experiments.embedded import EmbeddedRay
-from blip_ray.experiments.spec import ExperimentSpec
+from blip_ray.errors import UserError
+from blip_ray.experiments.cluster.embedded import EmbeddedRay
+from blip_ray.experiments.specs.experiment import ExperimentSpec
 
 CONNECT_TIMEOUT_S = 5.0
 """How long the TCP probe of a cluster address may wait before the run gives up."""

@@ -1,4 +1,6 @@
-"""Result files whose task rows never run ahead of the checkpoints Tune has registered.
+"""Result files whose task rows never run ahead of the checkpoints Tune has registered: blip-ray's
+own row files (:class:`RowFiles`, what reports read) and Tune's ``result.json`` and
+``progress.csv``.
 
 A trial reports each finished task together with a checkpoint. Tune writes the result to the
 trial's ``result.json`` as soon as it arrives, but registers the checkpoint only after a second
@@ -12,14 +14,23 @@ that Tune saves on a graceful stop. A result held back when the trial fails (ret
 dropped with the checkpoint it came with: a retry redoes that task and records it once. Results
 without a checkpoint (a failure report) are written at once. The experiment trackers
 (``trackers.py``: TensorBoard, MLflow, Weights & Biases) hold their rows back the same way.
+
+Tune's loggers write into the driver's staging directory, which Tune copies to the experiment
+directory every so often, and on restoring a trial copy the experiment directory's (possibly
+older) ``result.json`` back over it: rows written since the last copy are then gone for good. The
+row files are written straight into the experiment directory instead, one per task, and nothing
+of Tune's writes or restores them (``blip_ray.records.rows``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
 from ray.tune.result import SHOULD_CHECKPOINT
+
+from blip_ray.records.rows import write_result, write_trial
 
 
 class RowsAfterCheckpoint:
@@ -61,6 +72,22 @@ class RowsAfterCheckpoint:
         held = self._held.pop(trial, None)
         if held is not None:
             self._write(held[0], trial, held[1])
+
+
+class RowFiles(RowsAfterCheckpoint, LoggerCallback):
+    """blip-ray's row files, in the trial's directory of the experiment (not Tune's staging
+    copy of it): the trial's config when it starts, then each reported result."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        write_trial(_trial_dir(trial), trial_id=str(trial.trial_id), config=trial.config)
+
+    def _write(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        write_result(_trial_dir(trial), result)
+
+
+def _trial_dir(trial: Any) -> Path:
+    """The trial's directory in the experiment directory (local, or mounted on every node)."""
+    return Path(trial.storage.trial_fs_path)
 
 
 class JsonRows(RowsAfterCheckpoint, JsonLoggerCallback):

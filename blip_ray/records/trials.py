@@ -1,33 +1,96 @@
-"""Read a Tune experiment directory back into :class:`TrialResult` records (no Ray needed)."""
+"""Read an experiment directory back into :class:`TrialResult` records (no Ray needed): each
+trial's rows (``rows.py``) with Tune's record of its failures."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blip_ray import metrics
-from blip_ray.experiments.provenance import read_provenance
-from blip_ray.records import TaskRow, TrialResult
-from blip_ray.report import markdown_table, write_report
-from blip_ray.report.references import write_references
+from blip_ray.records.layout import TUNE_ERROR, UnreadableFile, trial_dirs
+from blip_ray.records.rows import TaskRow, TrialRows, read_trial
+
+
+@dataclass
+class TrialResult:
+    """One continual run: a method with its hyperparameters and a seed over a task sequence."""
+
+    trial_id: str
+    method: str
+    seed: int
+    hyperparameters: dict[str, Any]
+    """The method's hyperparameters as run (searched ones resolved to their sampled values)."""
+    status: str
+    """``ok`` (all tasks finished), ``failed`` (ended with an error) or ``incomplete``."""
+    error: str | None = None
+    """One line: why the trial failed."""
+    task_names: list[str] = field(default_factory=list)
+    matrix: list[list[float]] = field(default_factory=list)
+    """Finished rows of R: R[t][u] = accuracy (or normalized return) on task u after task t."""
+    initial_row: list[float] | None = None
+    """The untrained network's value per task (forward-transfer baseline); None if unknown."""
+    capacity: list[float | None] = field(default_factory=list)
+    """The network's share held after each finished task (None for methods that hold none):
+    BLIP's frozen bits, HAT's used units, PackNet's owned weights (``capacity_label``)."""
+    state_bytes: list[int] = field(default_factory=list)
+    """Bytes of method state kept after each finished task."""
+    metric: str = "accuracy"
+    """What R holds: ``accuracy`` or ``normalized_return``."""
+    wall_s: float = 0.0
+    """Wall time of the trial's finished tasks, summed."""
+    raw_matrix: list[list[float]] | None = None
+    """RL: the raw game scores behind a normalized ``matrix``."""
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """RL learning curves: ``{"env_steps": n, "returns": [raw return per task]}`` evaluations."""
+    random_row: list[float] | None = None
+    """RL: a uniformly random policy's raw return per task (0 of the normalization)."""
+    reference: dict[str, float] = field(default_factory=dict)
+    """RL: the spec's single-task reference return per task name (1 of the normalization)."""
+    budget: dict[str, Any] | None = None
+    """RL: env steps per task and the evaluation protocol (episodes, step cap) the trial ran."""
+    normalization: list[dict[str, Any]] | None = None
+    """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to 0)
+    and its ``low_source`` (``random policy``, or ``untrained policy`` for older results),
+    ``high`` (mapped to 1) and its ``source`` (``reference`` or ``best observed``)."""
+    role: str = "continual"
+    """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
+    capacity_label: str | None = None
+    """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
+
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
 
 
 def load_trials(
-    experiment_dir: Path, *, reference: dict[str, float] | None = None, normalize: bool = True
+    experiment_dir: Path,
+    *,
+    reference: dict[str, float] | None = None,
+    normalize: bool = True,
+    skipped: list[str] | None = None,
 ) -> list[TrialResult]:
     """Every trial of the experiment, finished, failed or cut short, sorted by method and seed.
 
     RL returns are normalized (:func:`normalize_rl_returns`; not with ``normalize=False``, as for
     single-task references, whose trials each hold another task); ``reference`` replaces the
-    spec's single-task reference returns.
+    spec's single-task reference returns. A file that cannot be read (a trial's config, a task's
+    row) is left out, and named in ``skipped`` where given.
     """
-    trials = [_load_trial(p.parent) for p in sorted(Path(experiment_dir).glob("*/params.json"))]
+    trials = []
+    for trial_dir in trial_dirs(experiment_dir):
+        try:
+            read = read_trial(trial_dir)
+        except UnreadableFile as err:
+            if skipped is not None:
+                skipped.append(f"{err}: trial left out")
+            continue
+        if skipped is not None:
+            skipped += [f"{err}: that task's row left out" for err in read.unreadable]
+        trials.append(_trial_result(trial_dir, read))
     if normalize:
         normalize_rl_returns(trials, reference)
     return sorted(trials, key=trial_order)
@@ -38,37 +101,11 @@ def trial_order(trial: TrialResult) -> tuple[str, str, int, str]:
     return (trial.method, _hp_key(trial.hyperparameters), trial.seed, trial.trial_id)
 
 
-def write_experiment_report(
-    experiment_dir: Path,
-    references: bool,
-    header: dict[str, Any],
-    *,
-    reference_returns: dict[str, float] | None = None,
-    out_dir: Path | None = None,
-) -> tuple[list[TrialResult], str]:
-    """The experiment's report (a references experiment's: its reference returns; otherwise
-    with the provenance the experiment recorded), into its own directory or ``out_dir``; returns
-    the trials and the table to print."""
-    out_dir = Path(out_dir if out_dir is not None else experiment_dir)
-    if references:
-        trials = load_trials(experiment_dir, normalize=False)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return trials, write_references(trials, out_dir, **header)
-    trials = load_trials(experiment_dir, reference=reference_returns)
-    write_report(trials, out_dir, **header, provenance=read_provenance(experiment_dir))
-    return trials, markdown_table(trials)
-
-
-def _load_trial(trial_dir: Path) -> TrialResult:
-    config = json.loads((trial_dir / "params.json").read_text())
-    results = _read_results(trial_dir / "result.json")
-    last = results[-1] if results else {}
-    # Retries restart from a checkpoint, so rows of earlier attempts may repeat: keep the latest.
-    rows = [row for row in map(TaskRow.from_result, results) if row is not None]
-    by_task = {row.task: row for row in rows}
-    done = [by_task[t] for t in sorted(by_task)]
+def _trial_result(trial_dir: Path, read: TrialRows) -> TrialResult:
+    config, last = read.config, read.last
+    done = [row for row in map(TaskRow.from_result, read.rows) if row is not None]
     latest = done[-1] if done else None  # None: no task finished (getattr's defaults below)
-    error = last.get("failed") or _error_line(trial_dir / "error.txt")
+    error = last.get("failed") or _error_line(trial_dir / TUNE_ERROR)
     if is_finished(last) and "failed" not in last:
         status, error = "ok", None
     elif error is not None:
@@ -76,7 +113,7 @@ def _load_trial(trial_dir: Path) -> TrialResult:
     else:
         status = "incomplete"
     return TrialResult(
-        trial_id=str(last.get("trial_id", trial_dir.name)),
+        trial_id=read.trial_id,
         method=config["method"]["name"],
         seed=int(config["method"]["seed"]),
         hyperparameters=hyperparameters(config),
@@ -180,27 +217,13 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_rows(experiment_dir: Path) -> dict[str, list[int]]:
-    """Trial id -> the task index of every reported row, in order (repeats show redone work)."""
+    """Trial id -> the task index of every written row, in task order (repeats show redone
+    work); trials with no row are left out."""
     out = {}
-    for params in sorted(Path(experiment_dir).glob("*/params.json")):
-        rows = _read_results(params.parent / "result.json")
-        if rows:
-            trial_id = str(rows[-1].get("trial_id", params.parent.name))
-            out[trial_id] = [row.task for row in map(TaskRow.from_result, rows) if row is not None]
-    return out
-
-
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash mid-write
-                continue
+    for trial_dir in trial_dirs(experiment_dir):
+        read = read_trial(trial_dir)
+        if read.writes:
+            out[read.trial_id] = read.writes
     return out
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from blip_ray.experiments.checks import SearchLeaf
-from blip_ray.experiments.estimate import Estimate, default_estimate
-from blip_ray.experiments.plan import TrialPlan, plan_text, plan_trials, plural
-from blip_ray.experiments.spec import ExperimentSpec
+from blip_ray.experiments.plan.estimate import Estimate, default_estimate
+from blip_ray.experiments.plan.grid import TrialPlan, plan_text, plan_trials, plural
+from blip_ray.experiments.specs.checks import SearchLeaf
+from blip_ray.experiments.specs.experiment import ExperimentSpec
 
 Estimator = Callable[[ExperimentSpec, int], Estimate]
 """The wall-time estimate of a spec with that many trials at once (tests pass a fake)."""

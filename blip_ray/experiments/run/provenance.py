@@ -1,6 +1,7 @@
 """What produced an experiment's numbers: the resolved spec, the flags, the code, the packages and
 the machine of every run segment (the first run and each ``--resume``), kept next to the results
-in :data:`~blip_ray.report.provenance.PROVENANCE_FILE`. No Ray: the driver passes the cluster in.
+in :data:`~blip_ray.records.layout.PROVENANCE_FILE` (written there by ``records.layout``). No Ray:
+the driver passes the cluster in.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import blip_ray
 from blip_ray import __version__
-from blip_ray.experiments.spec import ExperimentSpec
+from blip_ray.experiments.specs.experiment import ExperimentSpec
 from blip_ray.methods import METHODS
-from blip_ray.report.provenance import PROVENANCE_FILE
+from blip_ray.records.layout import add_segment
 from blip_ray.rl.sequences import find_rl_sequence
 
 PACKAGES = ("torch", "ray", "gymnasium", "ale-py", "minatar", "numpy")
@@ -49,37 +51,7 @@ def start_segment(
         "machine": machine(),
         "cluster": dict(cluster),
     }
-    record = read_provenance(experiment_dir) or {"segments": []}
-    record["segments"].append(segment)
-    _write(experiment_dir, record)
-
-
-def finish_segment(experiment_dir: Path, *, wall_s: float, interrupted: bool) -> float:
-    """Complete the latest segment; return the wall time of every segment so far, summed."""
-    record = read_provenance(experiment_dir) or {"segments": [{}]}
-    record["segments"][-1].update(wall_s=wall_s, interrupted=interrupted)
-    _write(experiment_dir, record)
-    return total_wall_s(record)
-
-
-def total_wall_s(record: Mapping[str, Any]) -> float:
-    """Wall time summed over the segments that recorded theirs."""
-    return sum(segment.get("wall_s") or 0.0 for segment in record.get("segments", []))
-
-
-def read_provenance(experiment_dir: Path) -> dict[str, Any] | None:
-    """The experiment's provenance record; None for experiments from before it was kept."""
-    path = Path(experiment_dir) / PROVENANCE_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def _write(experiment_dir: Path, record: dict[str, Any]) -> None:
-    path = Path(experiment_dir) / PROVENANCE_FILE
-    partial = path.with_suffix(".json.tmp")  # a kill mid-write leaves the old record whole
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    partial.replace(path)
+    add_segment(experiment_dir, segment)
 
 
 def method_settings(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
@@ -105,7 +77,7 @@ def _plain(value: Any) -> Any:
 def code_version(package: Path | None = None) -> dict[str, Any]:
     """blip-ray's version and, when the package (default: this one's directory) runs from a git
     checkout, its commit and whether tracked files differ from it (``commit`` None otherwise)."""
-    package = package or Path(__file__).resolve().parent.parent
+    package = package or Path(blip_ray.__file__).resolve().parent
     found = {"version": __version__, "commit": None, "dirty": None}
     # The package must be tracked by the repository git finds: an installed copy inside some other
     # checkout (a virtual environment in a project) is not that project's code.

@@ -25,9 +25,9 @@ from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
-from blip_ray.experiments.loggers import RowsAfterCheckpoint
-from blip_ray.experiments.spec import ExperimentSpec
-from blip_ray.records import TaskRow
+from blip_ray.experiments.run.loggers import RowsAfterCheckpoint
+from blip_ray.experiments.specs.experiment import ExperimentSpec
+from blip_ray.records.rows import TaskRow
 
 Param = str | int | float | bool
 

@@ -1,10 +1,10 @@
 """The Tune trainables of both tracks: one trial = one whole continual run over a task sequence.
 
-Each reports after every task: the task's :class:`~blip_ray.records.TaskRow` (the new matrix row,
-timings, capacity, state bytes) with a checkpoint of the run's state, so a retried or resumed trial
-continues from its last finished task. A supervised training loss that turns NaN or infinite ends
-the trial as failed without a retry: the run is deterministic, so a retry from the same checkpoint
-would diverge again at the same step.
+Each reports after every task: the task's :class:`~blip_ray.records.rows.TaskRow` (the new matrix
+row, timings, capacity, state bytes) with a checkpoint of the run's state, so a retried or resumed
+trial continues from its last finished task. A supervised training loss that turns NaN or infinite
+ends the trial as failed without a retry: the run is deterministic, so a retry from the same
+checkpoint would diverge again at the same step.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import ray
 import torch
 from ray import tune
 
+from blip_ray.experiments.specs.experiment import Resources
 from blip_ray.plugins import load_resolved
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 from blip_ray.supervised.build import build_trial
@@ -31,7 +32,7 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     """``config``: ``run`` (the spec's shared settings) and ``method`` ({name, hp, seed})."""
     run, seed = config["run"], int(config["method"]["seed"])
     _load_plugins(run)
-    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    torch.set_num_threads(Resources(cpu=run["cpus_per_trial"]).threads)
     sequence, model, method = build_trial(config)
     resume = _loop_state()
     records = run_sequence(
@@ -53,7 +54,7 @@ def rl_trainable(config: dict[str, Any]) -> None:
 
     run, method = config["run"], config["method"]
     _load_plugins(run)
-    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    torch.set_num_threads(Resources(cpu=run["cpus_per_trial"]).threads)
     settings = ContinualSettings(
         sequence=run["benchmark"],
         num_tasks=run["tasks"],

@@ -3,38 +3,23 @@ spec it started with (so ``--resume`` cannot silently continue a different exper
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from blip_ray.experiments.checks import UserError
-from blip_ray.experiments.spec import ExperimentSpec
-
-SPEC_RECORD = "blip_ray_spec.json"
-"""The spec an experiment started with, saved in its directory and compared on ``--resume``."""
-RUN_RECORD = "blip_ray_run.json"
-"""The report header of the experiment's last run (title, wall time, planned trials), kept so
-``blip-ray report`` can rewrite the report with it."""
-RESULT_KEYS = (
-    "benchmark",
-    "network",
-    "width",
-    "fc_width",
-    "tasks",
-    "methods",
-    "seeds",
-    "samples",
-    "train",
-    "train_search",
-    "download",
-    "inject_failure",
-    "rl",
-    "references",
+from blip_ray.errors import UserError
+from blip_ray.experiments.specs.experiment import ExperimentSpec
+from blip_ray.records.layout import (
+    ABSENT,
+    RESULT_KEYS,
+    SPEC_RECORD,
+    differences,
+    read_json,
+    read_spec_record,
+    result_settings,
+    short_value,
 )
-"""The spec keys that decide what the trials compute; resuming with other values is refused."""
 
 
 def experiment_dir_for(
@@ -80,9 +65,11 @@ def _experiments_of(spec: ExperimentSpec, root: Path) -> list[Path]:
     found = []
     for path in (p for p in root.iterdir() if p.is_dir()):
         try:
-            record = json.loads((path / SPEC_RECORD).read_text())
-        except (OSError, ValueError):  # no record (older runs, not an experiment) or unreadable
-            if path.name.startswith(f"{spec.name}-") and not (path / SPEC_RECORD).exists():
+            record = read_json(path / SPEC_RECORD)
+        except UserError:  # unreadable: not an experiment to resume
+            continue
+        if record is None:  # from before the record, or not an experiment
+            if path.name.startswith(f"{spec.name}-"):
                 found.append(path)
             continue
         if record.get("name") == spec.name or result_settings(record) == now:
@@ -124,7 +111,7 @@ def _check_same_spec(
     found = [
         difference
         for key in RESULT_KEYS
-        for difference in differences(started.get(key, _ABSENT), now.get(key, _ABSENT), key)
+        for difference in differences(started.get(key, ABSENT), now.get(key, ABSENT), key)
     ]
     if not found:
         return
@@ -139,56 +126,3 @@ def _check_same_spec(
         + "; resume with the spec "
         "and flags (--smoke, --data-dir) it started with, or run without --resume" + hint
     )
-
-
-_ABSENT = object()
-"""A key one of two compared records lacks."""
-
-
-def differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
-    """Each (dotted key path, old value, new value) where two JSON values differ, nested dicts
-    compared key by key in the first one's order, so a message names ``train.lr``, not all of
-    ``train``; a key one side lacks reads :data:`_ABSENT` (``(unset)``)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = [*old, *(k for k in new if k not in old)]
-        prefix = f"{path}." if path else ""
-        return [
-            found
-            for k in keys
-            for found in differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{prefix}{k}")
-        ]
-    return [] if old == new else [(path, old, new)]
-
-
-def result_settings(record: dict[str, Any]) -> dict[str, Any]:
-    """A saved spec record's :data:`RESULT_KEYS`, as comparable between two experiments: the RL
-    reference returns only scale the report (they may come later, or differ) and are left out;
-    records from before ``rl.eval_policy`` evaluated greedily."""
-    settings = {key: record.get(key) for key in RESULT_KEYS}
-    settings["references"] = bool(settings["references"])  # records from before the key
-    if isinstance(settings["rl"], dict):
-        rl = {key: value for key, value in settings["rl"].items() if key != "reference_returns"}
-        settings["rl"] = {"eval_policy": "greedy", **rl}
-    return settings
-
-
-def read_spec_record(experiment_dir: Path) -> dict[str, Any] | None:
-    """The spec an experiment started with, as saved in its directory; None where it has none
-    (experiments from before the record)."""
-    path = Path(experiment_dir) / SPEC_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def short_value(value: Any) -> str:
-    """A JSON value in at most 40 characters, for one-line messages; ``(unset)`` for a missing
-    key."""
-    if value is _ABSENT:
-        return "(unset)"
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def write_spec_record(spec: ExperimentSpec, experiment_dir: Path) -> None:
-    """Create the new experiment's directory with the spec it starts with."""
-    experiment_dir.mkdir(parents=True)
-    (experiment_dir / SPEC_RECORD).write_text(json.dumps(spec.record(), indent=1) + "\n")

@@ -22,9 +22,9 @@ import torch
 
 from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.data.base import Split
-from blip_ray.experiments.checks import SearchLeaf
-from blip_ray.experiments.plan import duration_text, plan_trials, plural
-from blip_ray.experiments.spec import ExperimentSpec
+from blip_ray.experiments.plan.grid import duration_text, plan_trials, plural
+from blip_ray.experiments.specs.checks import SearchLeaf
+from blip_ray.experiments.specs.experiment import ExperimentSpec
 from blip_ray.methods import make_method
 from blip_ray.rl.sequences import find_rl_sequence
 from blip_ray.supervised.build import build_network

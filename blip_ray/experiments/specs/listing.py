@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Mapping
 
 from blip_ray.data import SEQUENCES
-from blip_ray.experiments.spec import REQUIRED, SUPERVISED_KEYS, ExperimentSpec
+from blip_ray.experiments.specs.experiment import REQUIRED, SUPERVISED_KEYS, ExperimentSpec
 from blip_ray.methods import METHODS
 from blip_ray.models import MODELS
 from blip_ray.rl.sequences import RL_SEQUENCES, TASK_SEPARATOR, RlSequence

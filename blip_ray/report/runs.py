@@ -4,7 +4,7 @@ side (``blip-ray compare DIR DIR``). No Ray: everything is read back from the di
 
 Pooling exists to add methods and seeds to an experiment after it ran, so only the spec keys
 that say which trials ran (:data:`MAY_DIFFER`) may differ; every other key of
-:data:`~blip_ray.experiments.storage.RESULT_KEYS` decides what a trial computes and must match,
+:data:`~blip_ray.records.layout.RESULT_KEYS` decides what a trial computes and must match,
 or the pooled means would average different experiments. A seed of a method and setting that
 finished in two of the directories is refused rather than counted twice.
 """
@@ -17,22 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blip_ray.experiments.checks import UserError
-from blip_ray.experiments.results import (
-    load_trials,
-    normalize_rl_returns,
-    trial_order,
-    write_experiment_report,
-)
-from blip_ray.experiments.storage import (
-    RUN_RECORD,
+from blip_ray.errors import UserError
+from blip_ray.records.layout import (
+    UnreadableFile,
     differences,
+    read_provenance,
+    read_run_record,
     read_spec_record,
     result_settings,
     short_value,
+    trial_dirs,
 )
-from blip_ray.records import TrialResult
-from blip_ray.report import render_markdown, table_rows, write_report
+from blip_ray.records.trials import TrialResult, load_trials, normalize_rl_returns, trial_order
+from blip_ray.report import markdown_table, render_markdown, table_rows, write_report
+from blip_ray.report.references import write_references
 from blip_ray.report.tables import setting_label
 
 MAY_DIFFER = ("methods", "seeds", "samples", "download")
@@ -45,20 +43,25 @@ def report_experiments(
 ) -> tuple[list[TrialResult], str]:
     """``blip-ray report``: one experiment's report (into ``out``, else in place), or the pooled
     report of several into ``out``; returns the trials and the table to print."""
-    run_dirs = [Path(d) for d in run_dirs]
+    run_dirs, skipped = [Path(d) for d in run_dirs], []
     for run_dir in run_dirs:
         _check_holds_trials(run_dir)
     if len(run_dirs) == 1:
         (run_dir,) = run_dirs
-        references = bool((read_spec_record(run_dir) or {}).get("references"))
+        references = bool((_readable(read_spec_record, run_dir, skipped) or {}).get("references"))
         if references and reference_returns is not None:
             raise UserError(
                 f"--reference-returns: {run_dir} is a references experiment (it writes them); "
                 "pass the experiment whose returns they normalize"
             )
-        header = {"title": run_dir.name, **_run_record(run_dir)}
+        header = {"title": run_dir.name, **(_readable(read_run_record, run_dir, skipped) or {})}
         return write_experiment_report(
-            run_dir, references, header, reference_returns=reference_returns, out_dir=out
+            run_dir,
+            references,
+            header,
+            reference_returns=reference_returns,
+            out_dir=out,
+            skipped=skipped,
         )
     if out is None:
         raise UserError(
@@ -68,7 +71,7 @@ def report_experiments(
     if any(out.resolve() == run_dir.resolve() for run_dir in run_dirs):
         raise UserError(f"--out: {out} is one of the pooled experiments; choose a new directory")
     trials = pooled_trials(run_dirs, reference_returns=reference_returns)
-    records = [_run_record(run_dir) for run_dir in run_dirs]
+    records = [read_run_record(run_dir) for run_dir in run_dirs]
     benchmark = (read_spec_record(run_dirs[0]) or {}).get("benchmark")
     write_report(
         trials,
@@ -79,6 +82,44 @@ def report_experiments(
         sources=[run_dir.name for run_dir in run_dirs],
     )
     return trials, render_markdown(table_rows(trials))
+
+
+def write_experiment_report(
+    experiment_dir: Path,
+    references: bool,
+    header: dict[str, Any],
+    *,
+    reference_returns: dict[str, float] | None = None,
+    out_dir: Path | None = None,
+    skipped: list[str] | None = None,
+) -> tuple[list[TrialResult], str]:
+    """The experiment's report (a references experiment's: its reference returns; otherwise
+    with the provenance the experiment recorded), into its own directory or ``out_dir``; returns
+    the trials and the table to print, followed by a line per file left out (``skipped``, with
+    those found reading the trials)."""
+    out_dir = Path(out_dir if out_dir is not None else experiment_dir)
+    skipped = [] if skipped is None else skipped
+    if references:
+        trials = load_trials(experiment_dir, normalize=False, skipped=skipped)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return trials, _with_skipped(write_references(trials, out_dir, **header), skipped)
+    trials = load_trials(experiment_dir, reference=reference_returns, skipped=skipped)
+    provenance = _readable(read_provenance, experiment_dir, skipped)
+    write_report(trials, out_dir, **header, provenance=provenance, skipped=skipped)
+    return trials, _with_skipped(markdown_table(trials), skipped)
+
+
+def _readable(read: Any, experiment_dir: Path, skipped: list[str]) -> Any:
+    """``read(experiment_dir)``; None, named in ``skipped``, where its file is unreadable."""
+    try:
+        return read(experiment_dir)
+    except UnreadableFile as err:
+        skipped.append(f"{err}: left out")
+        return None
+
+
+def _with_skipped(table: str, skipped: Sequence[str]) -> str:
+    return "\n".join([table, *(f"skipped: {line}" for line in skipped)])
 
 
 def pooled_trials(
@@ -209,14 +250,8 @@ def _one_reference(
 
 
 def _check_holds_trials(run_dir: Path) -> None:
-    if not any(run_dir.glob("*/params.json")):
+    if not trial_dirs(run_dir):
         raise UserError(f"{run_dir} holds no trials; pass an experiment directory under runs/")
-
-
-def _run_record(run_dir: Path) -> dict[str, Any]:
-    """The title, wall time and planned trials of the run that wrote the experiment."""
-    path = run_dir / RUN_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _total(values: Sequence[float | int | None]) -> float | int | None:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from blip_ray.data import SEQUENCES
-from blip_ray.experiments import checks
-from blip_ray.experiments.checks import SearchLeaf, SpecError
-from blip_ray.experiments.spec_tracks import method_networks, rl_section, supervised_sections
+from blip_ray.experiments.specs import checks
+from blip_ray.experiments.specs.checks import SearchLeaf, SpecError
+from blip_ray.experiments.specs.tracks import method_networks, rl_section, supervised_sections
 from blip_ray.methods import METHODS
 from blip_ray.plugins import PluginError, load_plugins
 from blip_ray.rl.sequences import RL_SEQUENCES, find_rl_sequence
@@ -35,7 +35,7 @@ SUPERVISED_KEYS = ("network", "width", "fc_width", "train", "data_dir", "downloa
 #: two runs start within a second) and file systems cap a file name at 255 bytes.
 MAX_NAME_LENGTH = 200
 #: Experiment trackers ``loggers:`` may name -> the module each needs and how to install it
-#: (their Tune callbacks are in :mod:`blip_ray.experiments.trackers`).
+#: (their Tune callbacks are in :mod:`blip_ray.experiments.run.trackers`).
 LOGGERS = {
     "tensorboard": ("tensorboardX", "pip install tensorboardX"),
     "mlflow": ("mlflow", "pip install 'blip-ray[trackers]'"),
@@ -52,6 +52,13 @@ class Resources:
     """CPUs of one trial, its RL env runners included."""
     gpu: float = 0.0
     """GPUs of one trial (fractions share a GPU)."""
+
+    @property
+    def threads(self) -> int:
+        """torch's intra-op threads in a trial: one per whole CPU (at least one). Float results
+        depend on it (the kernels split sums by thread), so a run reproduces a trial to the bit
+        only with the same count."""
+        return max(1, int(self.cpu))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
-from blip_ray.experiments.plan import PROGRESS_EVERY_S, TrialPlan, progress_line
-from blip_ray.records import TaskRow
+from blip_ray.experiments.plan.grid import PROGRESS_EVERY_S, TrialPlan, progress_line
+from blip_ray.records.rows import TaskRow
 
 #: Printed on every start of the embedded instance, which keeps token authentication on. Filtered
 #: for the embedded instance only: attached to a cluster (``--address auto``) it is news.

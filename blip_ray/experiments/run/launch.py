@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -18,18 +17,21 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from blip_ray.data import DataUnavailableError, load_sequence
-from blip_ray.experiments.connect import UserError, check_resources, init_ray, release_ray
-from blip_ray.experiments.loggers import CsvRows, JsonRows
-from blip_ray.experiments.plan import plan_trials
-from blip_ray.experiments.progress import OverallProgress, quiet_ray_notices
-from blip_ray.experiments.provenance import finish_segment, start_segment
-from blip_ray.experiments.results import is_finished, write_experiment_report
-from blip_ray.experiments.spec import ExperimentSpec, SearchLeaf
-from blip_ray.experiments.storage import RUN_RECORD, experiment_dir_for, write_spec_record
-from blip_ray.experiments.trackers import tracker_callbacks
-from blip_ray.experiments.trainable import rl_trainable, supervised_trainable
+from blip_ray.errors import UserError
+from blip_ray.experiments.cluster.connect import check_resources, init_ray, release_ray
+from blip_ray.experiments.plan.grid import plan_trials
+from blip_ray.experiments.run.loggers import CsvRows, JsonRows, RowFiles
+from blip_ray.experiments.run.progress import OverallProgress, quiet_ray_notices
+from blip_ray.experiments.run.provenance import start_segment
+from blip_ray.experiments.run.storage import experiment_dir_for
+from blip_ray.experiments.run.trackers import tracker_callbacks
+from blip_ray.experiments.run.trainable import rl_trainable, supervised_trainable
+from blip_ray.experiments.specs.experiment import ExperimentSpec, SearchLeaf
 from blip_ray.plugins import resolve, worker_runtime_env
-from blip_ray.records import TaskRow
+from blip_ray.records.layout import finish_segment, write_run_record, write_spec_record
+from blip_ray.records.rows import TaskRow
+from blip_ray.records.trials import is_finished
+from blip_ray.report.runs import write_experiment_report
 
 __all__ = ["RunOutcome", "UserError", "experiment_dir_for", "param_space", "run_experiment"]
 
@@ -165,7 +167,7 @@ def run_experiment(
             cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
             print(plan_trials(spec).header(cpus=cpus, gpus=gpus))
             if not resume:
-                write_spec_record(spec, experiment_dir)
+                write_spec_record(spec.record(), experiment_dir)
             given = address or os.environ.get("RAY_ADDRESS") or None
             start_segment(
                 experiment_dir,
@@ -211,12 +213,14 @@ def _tuner(spec: ExperimentSpec, experiment_dir: Path, *, resume: bool, verbose:
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # resume and retries read only the latest checkpoint (README: the disk a run needs)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            # JSON (read back by results.py), CSV and the spec's trackers, each task's row
-            # written only once its checkpoint is registered (loggers.py, trackers.py). Tune's
+            # blip-ray's row files (what reports read), Tune's JSON and CSV and the spec's
+            # trackers, each task's row written only once its checkpoint is registered
+            # (loggers.py, trackers.py). Tune's
             # own TensorBoard logger stays off: it warns on every list-valued metric (matrix
             # rows, task names); trackers.py logs the rows' numbers instead.
             callbacks=[
                 TaskProgress(),
+                RowFiles(),
                 JsonRows(),
                 CsvRows(),
                 *tracker_callbacks(spec, experiment_dir),
@@ -237,7 +241,7 @@ def _report(spec: ExperimentSpec, experiment_dir: Path, grid: Any, *, wall_s: fl
         "wall_s": finish_segment(experiment_dir, wall_s=wall_s, interrupted=interrupted),
         "planned": planned_trials(spec),
     }
-    (experiment_dir / RUN_RECORD).write_text(json.dumps(header) + "\n")
+    write_run_record(experiment_dir, header)
     trials, table = write_experiment_report(experiment_dir, spec.references, header)
     failed = sum(t.status != "ok" for t in trials)
     return RunOutcome(experiment_dir, len(trials), failed, wall_s, table, interrupted)

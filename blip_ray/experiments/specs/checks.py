@@ -16,11 +16,9 @@ from typing import Any
 
 import yaml
 
+from blip_ray.errors import UserError
+
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform")
-
-
-class UserError(ValueError):
-    """Bad input that is the user's to fix (exit code 2); the message is one line."""
 
 
 class SpecError(UserError):

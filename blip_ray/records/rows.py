@@ -1,69 +1,38 @@
-"""What trials produce, independent of Ray and of the track (supervised or RL).
+"""The result row of a finished task (:class:`TaskRow`), in both tracks and without Ray, and its
+file: the one place that writes and reads the rows of an experiment directory.
 
-A row per finished task (:class:`TaskRow`), and, read back from an experiment directory, a record
-per trial (:class:`TrialResult`).
+Each trial directory holds ``blip_ray_rows/`` (:data:`~blip_ray.records.layout.ROWS_DIR`):
+``trial.json`` (the trial's id and config, written when it starts), ``task-NNNN.json`` per
+finished task and, for a trial that ended with a failure report, ``failed.json``. The driver
+writes them straight into the experiment directory, each whole or not at all, once the task's
+checkpoint is registered (``experiments/run/loggers.py``). Nothing of Tune's writes or restores
+them, so restoring a trial (which copies Tune's own ``result.json`` back from whatever storage
+last received) cannot truncate them; a task redone after a retry rewrites its own file and counts
+the write (``writes``), so redone work still shows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blip_ray.metrics import normalize_returns, summary
-
-
-@dataclass
-class TrialResult:
-    """One continual run: a method with its hyperparameters and a seed over a task sequence."""
-
-    trial_id: str
-    method: str
-    seed: int
-    hyperparameters: dict[str, Any]
-    """The method's hyperparameters as run (searched ones resolved to their sampled values)."""
-    status: str
-    """``ok`` (all tasks finished), ``failed`` (ended with an error) or ``incomplete``."""
-    error: str | None = None
-    """One line: why the trial failed."""
-    task_names: list[str] = field(default_factory=list)
-    matrix: list[list[float]] = field(default_factory=list)
-    """Finished rows of R: R[t][u] = accuracy (or normalized return) on task u after task t."""
-    initial_row: list[float] | None = None
-    """The untrained network's value per task (forward-transfer baseline); None if unknown."""
-    capacity: list[float | None] = field(default_factory=list)
-    """The network's share held after each finished task (None for methods that hold none):
-    BLIP's frozen bits, HAT's used units, PackNet's owned weights (``capacity_label``)."""
-    state_bytes: list[int] = field(default_factory=list)
-    """Bytes of method state kept after each finished task."""
-    metric: str = "accuracy"
-    """What R holds: ``accuracy`` or ``normalized_return``."""
-    wall_s: float = 0.0
-    """Wall time of the trial's finished tasks, summed."""
-    raw_matrix: list[list[float]] | None = None
-    """RL: the raw game scores behind a normalized ``matrix``."""
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    """RL learning curves: ``{"env_steps": n, "returns": [raw return per task]}`` evaluations."""
-    random_row: list[float] | None = None
-    """RL: a uniformly random policy's raw return per task (0 of the normalization)."""
-    reference: dict[str, float] = field(default_factory=dict)
-    """RL: the spec's single-task reference return per task name (1 of the normalization)."""
-    budget: dict[str, Any] | None = None
-    """RL: env steps per task and the evaluation protocol (episodes, step cap) the trial ran."""
-    normalization: list[dict[str, Any]] | None = None
-    """RL, set by the report's normalization: per task its name, ``low`` (raw return mapped to 0)
-    and its ``low_source`` (``random policy``, or ``untrained policy`` for older results),
-    ``high`` (mapped to 1) and its ``source`` (``reference`` or ``best observed``)."""
-    role: str = "continual"
-    """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
-    capacity_label: str | None = None
-    """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
-
+from blip_ray.records.layout import (
+    ROWS_DIR,
+    TUNE_CONFIG,
+    TUNE_RESULTS,
+    UnreadableFile,
+    read_json,
+    write_json,
+)
 
 _TIMINGS = ("train_s", "end_task_s", "eval_s", "task_wall_s")
 """The timings of a :class:`TaskRow`, in seconds."""
@@ -174,3 +143,107 @@ class TaskRow:
             return None
         names = {f.name for f in dataclasses.fields(TaskRow)}
         return TaskRow(**{k: v for k, v in result.items() if k in names})
+
+
+TRIAL_FILE = "trial.json"
+FAILED_FILE = "failed.json"
+_ROW_KEYS = ("trial_id", "failed", "num_tasks", "task_names", "tasks_done")
+"""The keys of a result a row file keeps besides the :class:`TaskRow` fields."""
+
+
+def row_file(trial_dir: Path, task: int) -> Path:
+    return Path(trial_dir) / ROWS_DIR / f"task-{task:04d}.json"
+
+
+def write_trial(trial_dir: Path, *, trial_id: str, config: Mapping[str, Any]) -> None:
+    """The trial's id and config, when it starts (again: a retried or resumed trial)."""
+    (Path(trial_dir) / ROWS_DIR).mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(dict(config), default=str))  # as Tune's params.json
+    write_json(Path(trial_dir) / ROWS_DIR / TRIAL_FILE, {"trial_id": trial_id, "config": plain})
+
+
+def write_result(trial_dir: Path, result: Mapping[str, Any]) -> None:
+    """A reported result's row file: a finished task's row, or a failure report (which a later
+    row, from a rerun of the trial, replaces)."""
+    folder = Path(trial_dir) / ROWS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    row = TaskRow.from_result(dict(result))
+    kept = {key: result[key] for key in _ROW_KEYS if key in result}
+    if row is None:
+        write_json(folder / FAILED_FILE, kept)
+        return
+    path = row_file(trial_dir, row.task)
+    try:
+        writes = int((read_json(path) or {}).get("writes", 0)) + 1
+    except UnreadableFile:
+        writes = 1
+    write_json(path, {**kept, **row.to_result(), "writes": writes})
+    (folder / FAILED_FILE).unlink(missing_ok=True)
+
+
+@dataclass
+class TrialRows:
+    """What a trial directory holds of a trial: its config, its finished tasks' rows (by task),
+    its failure report, and the files that could not be read."""
+
+    config: dict[str, Any]
+    trial_id: str
+    rows: list[dict[str, Any]]
+    """One result per finished task, in task order (a redone task's latest)."""
+    failed: dict[str, Any] | None = None
+    writes: list[int] = field(default_factory=list)
+    """Per task: the task index once for each time its row was written (redone work repeats)."""
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The result that ends what the trial did: its failure report, else its latest row."""
+        return self.failed or (self.rows[-1] if self.rows else {})
+
+
+def read_trial(trial_dir: Path) -> TrialRows:
+    """The trial's rows as written by :func:`write_result`; for trial directories from before
+    the row files, read from Tune's ``params.json`` and ``result.json``. An unreadable config
+    raises :class:`UnreadableFile`; an unreadable row is listed in ``unreadable``."""
+    trial_dir = Path(trial_dir)
+    folder = trial_dir / ROWS_DIR
+    record = read_json(folder / TRIAL_FILE)
+    if record is None:
+        return _read_tune_files(trial_dir)
+    out = TrialRows(config=record["config"], trial_id=str(record["trial_id"]), rows=[])
+    for path in sorted(folder.glob("task-*.json")):
+        try:
+            row = read_json(path)
+        except UnreadableFile as err:
+            out.unreadable.append(err)
+            continue
+        out.rows.append(row)
+        out.writes += [int(row["task"])] * int(row.get("writes", 1))
+    out.rows.sort(key=lambda row: int(row["task"]))
+    try:
+        out.failed = read_json(folder / FAILED_FILE)
+    except UnreadableFile as err:
+        out.unreadable.append(err)
+    return out
+
+
+def _read_tune_files(trial_dir: Path) -> TrialRows:
+    config = read_json(trial_dir / TUNE_CONFIG)
+    if config is None:
+        raise UnreadableFile(trial_dir / TUNE_CONFIG, "is missing: not a trial directory")
+    results = []
+    path = trial_dir / TUNE_RESULTS
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            results.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a crash mid-write (or blank)
+            continue
+    last = results[-1] if results else {}
+    by_task = {row["task"]: row for row in results if "task" in row}  # a retry's latest
+    return TrialRows(
+        config=config,
+        trial_id=str(last.get("trial_id", trial_dir.name)),
+        rows=[by_task[t] for t in sorted(by_task)],
+        failed=last if "failed" in last else None,
+        writes=[row["task"] for row in results if "task" in row],
+    )

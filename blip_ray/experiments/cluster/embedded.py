@@ -8,7 +8,7 @@ session where no signal to the driver's group reaches, starts the head with ``ra
 driver connects to it like to any cluster. The holder ends the instance when the driver closes its
 stdin, or dies (the kernel then closes the pipe), and kills whatever is left of its session.
 
-Run as ``python -m blip_ray.experiments.embedded NUM_CPUS``: the holder.
+Run as ``python -m blip_ray.experiments.cluster.embedded NUM_CPUS``: the holder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from typing import Any
 
-from blip_ray.experiments.checks import UserError
+from blip_ray.errors import UserError
 
 ADDRESS_LINE = "embedded Ray head at "
 """What the holder prints, followed by the GCS address, once the head is up."""
