@@ -10,16 +10,23 @@ from pathlib import Path
 
 from blip_ray.errors import UserError
 from blip_ray.experiments.specs.experiment import ExperimentSpec
+from blip_ray.records.checkpoints import checkpoint_problem
 from blip_ray.records.layout import (
     ABSENT,
+    CHECKPOINT_GLOB,
+    EXPERIMENT_STATE,
+    PROVENANCE_FILE,
     RESULT_KEYS,
     SPEC_RECORD,
+    UnreadableFile,
     differences,
     read_json,
     read_spec_record,
     result_settings,
     short_value,
+    trial_dirs,
 )
+from blip_ray.records.rows import read_trial
 
 
 def experiment_dir_for(
@@ -53,8 +60,37 @@ def experiment_dir_for(
             "run without --resume to start one"
         )
     others = [c.name for c in candidates[1:]]
+    check_resumable(candidates[0])
     _check_same_spec(spec, candidates[0], others=others)
     return candidates[0]
+
+
+def check_resumable(experiment_dir: Path) -> None:
+    """Refuse, naming the file, to resume from a truncated or garbled file: Tune's experiment
+    state, the spec and provenance records, a trial's row files or its latest checkpoint (each an
+    input of the resumed run). Nothing is changed, so every finished row stays where it is."""
+    problems = []
+    states = sorted(experiment_dir.glob(EXPERIMENT_STATE))
+    for path in [experiment_dir / SPEC_RECORD, experiment_dir / PROVENANCE_FILE, *states[-1:]]:
+        try:
+            read_json(path)
+        except UnreadableFile as err:
+            problems.append(str(err))
+    for trial_dir in trial_dirs(experiment_dir):
+        try:
+            problems += [str(err) for err in read_trial(trial_dir).unreadable]
+        except UnreadableFile as err:
+            problems.append(str(err))
+        checkpoints = sorted(trial_dir.glob(CHECKPOINT_GLOB))
+        found = checkpoint_problem(checkpoints[-1]) if checkpoints else None
+        problems += [found] if found else []
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(
+            f"--resume: {problems[0]}{more}; resuming would build on it. `blip-ray report "
+            f"{experiment_dir}` reports what finished; run the trials it lacks as a new "
+            "experiment and pool both (blip-ray report DIR NEW --out OUT)"
+        )
 
 
 def _experiments_of(spec: ExperimentSpec, root: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from ray import tune
 
 from blip_ray.experiments.specs.experiment import Resources
 from blip_ray.plugins import load_resolved
+from blip_ray.records.checkpoints import write_manifest
 from blip_ray.supervised import LoopState, NonFiniteLossError, TrainSettings, run_sequence
 from blip_ray.supervised.build import build_trial
 
@@ -85,6 +86,7 @@ def _report(records: Iterable[Any], run: dict[str, Any], *, done: list[int]) -> 
         record.node_id = node_id
         with tempfile.TemporaryDirectory() as tmp:
             record.save(Path(tmp))
+            write_manifest(Path(tmp))
             tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(tmp))
         done[0] = record.tasks_done
         _maybe_inject_failure(run.get("inject_failure_after_task"), record.task)
