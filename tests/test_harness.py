@@ -8,7 +8,9 @@ import json
 
 import pytest
 
+from blip_ray.experiments.run import launch
 from blip_ray.experiments.run.launch import run_experiment
+from blip_ray.experiments.run.provenance import start_segment
 from blip_ray.experiments.specs.experiment import FailureInjection, parse_spec
 from blip_ray.records.layout import RUN_RECORD, read_provenance
 from blip_ray.records.trials import load_trials, task_rows
@@ -94,6 +96,26 @@ def test_an_interrupted_experiment_resumes_without_redoing_tasks(uninterrupted, 
     report = (resumed.experiment_dir / "report.md").read_text()
     assert f"({header['wall_s']:.1f} s over 2 run segments)" in report
     assert f"- Flags: `--storage {tmp_path} --resume`." in report.split("## Provenance")[1]
+
+
+def test_a_stop_before_any_trial_starts_leaves_an_experiment_that_resumes(
+    uninterrupted, tmp_path, monkeypatch
+):
+    _, reference = uninterrupted
+    stops = iter([KeyboardInterrupt])
+
+    def stop_once(*args, **kwargs):  # Ctrl+C while the run is being set up
+        for stop in stops:
+            raise stop
+        return start_segment(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "start_segment", stop_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(parse_spec(BASE), storage=str(tmp_path), name="e", verbose=0)
+    resumed = run_experiment(parse_spec(BASE), storage=str(tmp_path), resume=True, verbose=0)
+    assert resumed.experiment_dir == tmp_path / "e" and resumed.failed == 0
+    for trial in load_trials(resumed.experiment_dir):
+        assert trial.matrix == reference[(trial.method, trial.seed)].matrix
 
 
 def test_the_local_instance_stays_on_loopback(ray_session):

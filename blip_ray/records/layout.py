@@ -119,9 +119,8 @@ def read_spec_record(experiment_dir: Path) -> dict[str, Any] | None:
 
 
 def write_spec_record(record: Mapping[str, Any], experiment_dir: Path) -> None:
-    """Create the new experiment's directory with the spec (``ExperimentSpec.record()``) it
-    starts with."""
-    experiment_dir.mkdir(parents=True)
+    """Save the spec (``ExperimentSpec.record()``) a new experiment starts with."""
+    experiment_dir.mkdir(parents=True, exist_ok=True)
     write_json(experiment_dir / SPEC_RECORD, dict(record), indent=1)
 
 

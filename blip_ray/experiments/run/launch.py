@@ -28,7 +28,12 @@ from blip_ray.experiments.run.trackers import tracker_callbacks
 from blip_ray.experiments.run.trainable import rl_trainable, supervised_trainable
 from blip_ray.experiments.specs.experiment import ExperimentSpec, SearchLeaf
 from blip_ray.plugins import resolve, worker_runtime_env
-from blip_ray.records.layout import finish_segment, write_run_record, write_spec_record
+from blip_ray.records.layout import (
+    finish_segment,
+    read_spec_record,
+    write_run_record,
+    write_spec_record,
+)
 from blip_ray.records.rows import TaskRow
 from blip_ray.records.trials import is_finished
 from blip_ray.report.runs import write_experiment_report
@@ -166,7 +171,11 @@ def run_experiment(
             resources = ray.cluster_resources()
             cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
             print(plan_trials(spec).header(cpus=cpus, gpus=gpus))
-            if not resume:
+            # Tune's state first (the Tuner writes it as it creates the directory), so a stop
+            # from here on leaves an experiment that --resume continues, never a directory of
+            # blip-ray's records alone that can neither be resumed nor started again.
+            tuner = _tuner(spec, experiment_dir, resume=resume, verbose=verbose)
+            if read_spec_record(experiment_dir) is None:  # new, or stopped right after the Tuner
                 write_spec_record(spec.record(), experiment_dir)
             given = address or os.environ.get("RAY_ADDRESS") or None
             start_segment(
@@ -177,7 +186,6 @@ def run_experiment(
                 | dict(flags or {}),
                 cluster=_cluster(embedded=given in (None, "local")),
             )
-            tuner = _tuner(spec, experiment_dir, resume=resume, verbose=verbose)
             start = time.perf_counter()
             grid = tuner.fit()
             return _report(spec, experiment_dir, grid, wall_s=time.perf_counter() - start)
