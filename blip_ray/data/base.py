@@ -94,20 +94,27 @@ class SequenceEntry:
     """One sample's shape, channels first: the loaded ``TaskSequence.input_shape``."""
     network: str
     """The paper's network for the sequence (DESIGN.md "Benchmarks of the paper")."""
+    description: str = ""
+    """One line for listings, where the name alone could mislead (e.g. a subset of paper data)."""
 
 
 SEQUENCES: dict[str, SequenceEntry] = {}
 
 
 def register_sequence(
-    name: str, *, num_tasks: int, input_shape: tuple[int, ...], network: str
+    name: str,
+    *,
+    num_tasks: int,
+    input_shape: tuple[int, ...],
+    network: str,
+    description: str = "",
 ) -> Callable[[SequenceLoader], SequenceLoader]:
     """Function decorator filling :data:`SEQUENCES` with the loader and its static facts."""
 
     def wrap(loader: SequenceLoader) -> SequenceLoader:
         if name in SEQUENCES:
             raise ValueError(f"sequence {name!r} registered twice")
-        SEQUENCES[name] = SequenceEntry(loader, num_tasks, input_shape, network)
+        SEQUENCES[name] = SequenceEntry(loader, num_tasks, input_shape, network, description)
         return loader
 
     return wrap

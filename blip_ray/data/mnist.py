@@ -14,8 +14,9 @@ valid) and training uses the rest. Test = the official MNIST test images of the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,73 +52,93 @@ def _flat_mnist(data_dir: Path | None, *, sequence: str, download: bool) -> RawI
     )
 
 
+#: ``{"train", "test"} (or with "valid") -> (x uint8 (N, 784), y int64)``
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+PAIR_NOTES = {
+    "order": "fixed: {0,1},{2,3},{4,5},{6,7},{8,9}",
+    "normalization": "mean 0.1307, std 0.3081 applied per batch to uint8 pixels",
+}
+PERMUTED_NOTES = {
+    "order": "sklearn.utils.shuffle(arange(10), random_state=seed)",
+    "permutations": "task r: sklearn.utils.shuffle(arange(784), random_state=r*100+i), i = "
+    "position of r in the seed-0 order (the official rule), fixed across seeds",
+    "normalization": PAIR_NOTES["normalization"],
+}
+
+
+class TaskParts(NamedTuple):
+    """One task's name, class count and per-split arrays, before the splits become a Task."""
+
+    name: str
+    num_classes: int
+    splits: Arrays
+
+
+def pair_tasks(splits: Arrays, *, prefix: str) -> Iterator[TaskParts]:
+    """MNIST-5's tasks {0,1}, {2,3}, ..., {8,9} in fixed order, labels remapped to 0/1.
+
+    Shared by every sequence built the official mnist5 way, so they cannot drift apart.
+    """
+    for first in range(0, 10, 2):
+        parts = {}
+        for split, (x, y) in splits.items():
+            keep = (y == first) | (y == first + 1)
+            parts[split] = (x[keep], y[keep] - first)
+        yield TaskParts(f"{prefix}-{first}-{first + 1}", 2, parts)
+
+
+def permuted_tasks(splits: Arrays, *, seed: int, prefix: str) -> Iterator[TaskParts]:
+    """PMNIST's ten 10-class tasks; every task, the first included, is permuted.
+
+    Task order: ``sklearn.utils.shuffle(arange(10), random_state=seed)`` (seed 0 included, as the
+    official loader). Permutation of task ``r``: :func:`official_permutation` ``(r, 784)``, fixed
+    across seeds (what the official cache holds after a seed-0 run). A generator, so that a
+    loader keeps one permuted copy of the images alive at a time.
+    """
+    for r in seeded_order(NUM_PERMUTATIONS, seed):
+        perm = official_permutation(r, 784, num_tasks=NUM_PERMUTATIONS)
+        parts = {split: (np.ascontiguousarray(x[:, perm]), y) for split, (x, y) in splits.items()}
+        yield TaskParts(f"{prefix}-{r}", 10, parts)
+
+
 @register_sequence("mnist5", num_tasks=5, input_shape=(784,), network="mlp")
 def load_mnist5(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
     """Five 2-class tasks {0,1}, {2,3}, ..., {8,9} in fixed order, labels remapped to 0/1."""
     raw = _flat_mnist(data_dir, sequence="mnist5", download=download)
-    tasks = []
-    for first in range(0, 10, 2):
-        in_train = (raw.y_train == first) | (raw.y_train == first + 1)
-        in_test = (raw.y_test == first) | (raw.y_test == first + 1)
-        tasks.append(
-            _mnist_task(
-                f"mnist-{first}-{first + 1}",
-                2,
-                train=(raw.x_train[in_train], raw.y_train[in_train] - first),
-                test=(raw.x_test[in_test], raw.y_test[in_test] - first),
-                seed=seed,
-            )
-        )
-    notes = {
-        "validation": _VALID_NOTE,
-        "order": "fixed: {0,1},{2,3},{4,5},{6,7},{8,9}",
-        "normalization": "mean 0.1307, std 0.3081 applied per batch to uint8 pixels",
-    }
+    tasks = [_mnist_task(parts, seed=seed) for parts in pair_tasks(_arrays(raw), prefix="mnist")]
+    notes = {"validation": _VALID_NOTE, **PAIR_NOTES}
     return TaskSequence(name="mnist5", tasks=tasks, input_shape=(784,), notes=notes)
 
 
 @register_sequence("pmnist", num_tasks=NUM_PERMUTATIONS, input_shape=(784,), network="mlp")
 def load_pmnist(*, data_dir: Path | None, seed: int, download: bool) -> TaskSequence:
-    """Ten permuted-MNIST tasks with 10 classes; every task, the first included, is permuted.
+    """Ten permuted-MNIST tasks with 10 classes (:func:`permuted_tasks`).
 
-    Task order: ``sklearn.utils.shuffle(arange(10), random_state=seed)`` (seed 0 included, as the
-    official loader). Permutation of task ``r``: :func:`official_permutation` ``(r, 784)``, fixed
-    across seeds (what the official cache holds after a seed-0 run). The official code normalizes
-    before permuting; the normalization is one scalar, so normalizing per batch afterwards is
-    the same. Every task holds out the same validation images (same seed, same size).
+    The official code normalizes before permuting; the normalization is one scalar, so
+    normalizing per batch afterwards is the same. Every task holds out the same validation images
+    (same seed, same size).
     """
     raw = _flat_mnist(data_dir, sequence="pmnist", download=download)
-    tasks = []
-    for r in seeded_order(NUM_PERMUTATIONS, seed):
-        perm = official_permutation(r, 784, num_tasks=NUM_PERMUTATIONS)
-        tasks.append(
-            _mnist_task(
-                f"pmnist-{r}",
-                10,
-                train=(np.ascontiguousarray(raw.x_train[:, perm]), raw.y_train),
-                test=(np.ascontiguousarray(raw.x_test[:, perm]), raw.y_test),
-                seed=seed,
-            )
-        )
-    notes = {
-        "validation": _VALID_NOTE,
-        "order": "sklearn.utils.shuffle(arange(10), random_state=seed)",
-        "permutations": "task r: sklearn.utils.shuffle(arange(784), random_state=r*100+i), i = "
-        "position of r in the seed-0 order (the official rule), fixed across seeds",
-        "normalization": "mean 0.1307, std 0.3081 applied per batch to uint8 pixels",
-    }
+    tasks = [
+        _mnist_task(parts, seed=seed)
+        for parts in permuted_tasks(_arrays(raw), seed=seed, prefix="pmnist")
+    ]
+    notes = {"validation": _VALID_NOTE, **PERMUTED_NOTES}
     return TaskSequence(name="pmnist", tasks=tasks, input_shape=(784,), notes=notes)
 
 
-def _mnist_task(
-    name: str, classes: int, *, train: tuple[Any, Any], test: tuple[Any, Any], seed: int
-) -> Task:
+def _arrays(raw: RawImages) -> Arrays:
+    return {"train": (raw.x_train, raw.y_train), "test": (raw.x_test, raw.y_test)}
+
+
+def _mnist_task(parts: TaskParts, *, seed: int) -> Task:
     """A task of flat uint8 MNIST images: the official validation holdout, per-batch normalize."""
     return task_with_holdout(
-        name,
-        classes,
-        train=train,
-        test=test,
+        parts.name,
+        parts.num_classes,
+        train=parts.splits["train"],
+        test=parts.splits["test"],
         valid_fraction=VALID_FRACTION,
         seed=seed,
         transform=uint8_normalize(MNIST_MEAN, MNIST_STD),

@@ -44,6 +44,8 @@ def _benchmarks() -> list[str]:
     for name, entry in sorted(SEQUENCES.items()):
         shape = "x".join(map(str, entry.input_shape))
         lines.append(f"  {name:<13}{entry.num_tasks:>3} tasks of {shape}, network {entry.network}")
+        if entry.description:
+            lines.append(f"  {'':<16}{entry.description}")
     lines.append(
         f"RL benchmarks (one task alone: <benchmark>{TASK_SEPARATOR}<task>, e.g. "
         f"cartpole3{TASK_SEPARATOR}{RL_SEQUENCES['cartpole3'].tasks[0].name}):"
