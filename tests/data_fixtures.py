@@ -14,7 +14,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.io import savemat
+
+from blip_ray.data import TaskSequence
 
 #: (x uint8 (N, C, H, W) or (N, H, W, C) for miniImageNet, y int64) per split
 Written = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
@@ -205,3 +208,12 @@ def write_tiny_dataset(name: str, root: Path) -> Written:
     for write in writers[name]:
         written.update(write(root))
     return written
+
+
+def assert_same_sequence(a: TaskSequence, b: TaskSequence) -> None:
+    """The two sequences hold the same tasks, names and every split's tensors to the bit."""
+    assert [t.name for t in a.tasks] == [t.name for t in b.tasks]
+    for ta, tb in zip(a.tasks, b.tasks, strict=True):
+        for split in ("train", "valid", "test"):
+            assert torch.equal(getattr(ta, split).x, getattr(tb, split).x)
+            assert torch.equal(getattr(ta, split).y, getattr(tb, split).y)

@@ -8,10 +8,10 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_mnist, write_tiny_dataset
+from data_fixtures import assert_same_sequence, write_mnist, write_tiny_dataset
 from sklearn.utils import shuffle as sklearn_shuffle
 
-from blip_ray.data import SEQUENCES, DataUnavailableError, TaskSequence, load_sequence
+from blip_ray.data import SEQUENCES, DataUnavailableError, load_sequence
 from blip_ray.data.common import official_permutation, official_shuffle, seeded_order
 from blip_ray.data.digits import digits_splits
 
@@ -21,14 +21,6 @@ SEED0_CIFAR = [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]
 
 def _rows(x: torch.Tensor) -> set[bytes]:
     return {row.tobytes() for row in x.reshape(len(x), -1).numpy()}
-
-
-def _assert_same(a: TaskSequence, b: TaskSequence) -> None:
-    assert [t.name for t in a.tasks] == [t.name for t in b.tasks]
-    for ta, tb in zip(a.tasks, b.tasks, strict=True):
-        for split in ("train", "valid", "test"):
-            assert torch.equal(getattr(ta, split).x, getattr(tb, split).x)
-            assert torch.equal(getattr(ta, split).y, getattr(tb, split).y)
 
 
 def test_registry_holds_every_sequence() -> None:
@@ -68,7 +60,7 @@ def test_digits_test_split_is_fixed_and_validation_follows_the_seed() -> None:
     x_a, x_b = a["test"][0], b["test"][0]
     assert np.allclose((x_a - x_a.mean()) / x_a.std(), (x_b - x_b.mean()) / x_b.std(), atol=1e-5)
     assert not np.array_equal(a["valid"][1], b["valid"][1])
-    _assert_same(load_sequence("digits5", seed=4), load_sequence("digits5", seed=4))
+    assert_same_sequence(load_sequence("digits5", seed=4), load_sequence("digits5", seed=4))
 
 
 def test_pdigits_permutations_are_fixed_distinct_and_never_the_identity() -> None:
@@ -97,7 +89,7 @@ def test_pdigits_order_changes_with_the_seed_but_permutations_do_not() -> None:
     for task in seq1.tasks:  # a name always means the same permutation
         perm = official_permutation(int(task.name.split("-")[1]), 64)
         assert np.array_equal(task.test.x.numpy(), test_x1[:, perm])
-    _assert_same(load_sequence("pdigits", seed=1), seq1)
+    assert_same_sequence(load_sequence("pdigits", seed=1), seq1)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from data_fixtures import assert_same_sequence
 
 from blip_ray.api import run_continual
 from blip_ray.data import (
     SEQUENCES,
     DataUnavailableError,
     Split,
-    TaskSequence,
     load_sequence,
     mnist,
     mnist5k,
@@ -36,14 +36,6 @@ def _pairs(*splits: Split) -> list[tuple[bytes, int]]:
         for row, label in zip(split.x.numpy(), split.y.tolist(), strict=True)
     ]
     return sorted(pairs)
-
-
-def _assert_same(a: TaskSequence, b: TaskSequence) -> None:
-    assert [t.name for t in a.tasks] == [t.name for t in b.tasks]
-    for ta, tb in zip(a.tasks, b.tasks, strict=True):
-        for split in ("train", "valid", "test"):
-            assert torch.equal(getattr(ta, split).x, getattr(tb, split).x)
-            assert torch.equal(getattr(ta, split).y, getattr(tb, split).y)
 
 
 def _permutation(task_name: str) -> np.ndarray:
@@ -100,7 +92,7 @@ def test_the_split_is_350_50_100_per_class_disjoint_and_complete() -> None:
 
 
 def test_the_split_is_the_same_for_every_seed() -> None:
-    _assert_same(load_sequence("mnist5k", seed=0), load_sequence("mnist5k", seed=7))
+    assert_same_sequence(load_sequence("mnist5k", seed=0), load_sequence("mnist5k", seed=7))
     by_name = {t.name: t for t in load_sequence("pmnist5k", seed=1).tasks}
     for task in load_sequence("pmnist5k", seed=0).tasks:
         for split in ("train", "valid", "test"):
@@ -134,7 +126,7 @@ def test_permutations_follow_pmnist_same_seed_same_tasks_differ_across_tasks_and
     base = mnist5k.mnist5k_splits()
     seq0 = load_sequence("pmnist5k", seed=0)
     assert len(seq0) == SEQUENCES["pmnist5k"].num_tasks == 10 and seq0.head_sizes == [10] * 10
-    _assert_same(seq0, load_sequence("pmnist5k", seed=0))
+    assert_same_sequence(seq0, load_sequence("pmnist5k", seed=0))
     for task in seq0.tasks:
         perm = _permutation(task.name)
         assert not np.array_equal(perm, np.arange(784))  # every task permuted, the first too
