@@ -61,6 +61,11 @@ class TrialResult:
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
     capacity_label: str | None = None
     """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
+    valid_matrix: list[list[float]] | None = None
+    """Supervised: the finished rows on the validation splits (selection reads these, never
+    ``matrix``, which is on test); None for results recorded without them."""
+    initial_valid_row: list[float] | None = None
+    """Supervised: the untrained network's validation accuracy per task."""
 
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
@@ -132,6 +137,8 @@ def _trial_result(trial_dir: Path, read: TrialRows) -> TrialResult:
         budget=getattr(latest, "budget", None),
         role=getattr(latest, "role", "continual"),
         capacity_label=getattr(latest, "capacity_label", None),
+        valid_matrix=getattr(latest, "valid_matrix", None),
+        initial_valid_row=getattr(latest, "initial_valid_row", None),
     )
 
 
