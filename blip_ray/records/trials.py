@@ -62,8 +62,8 @@ class TrialResult:
     capacity_label: str | None = None
     """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
     valid_matrix: list[list[float]] | None = None
-    """Supervised: the finished rows on the validation splits (selection reads these, never
-    ``matrix``, which is on test); None for results recorded without them."""
+    """The finished rows on the validation splits (RL: on the evaluation episodes reserved for
+    selection; selection reads these, never ``matrix``); None for results recorded without."""
     initial_valid_row: list[float] | None = None
     """Supervised: the untrained network's validation accuracy per task."""
 
@@ -202,6 +202,9 @@ def normalize_rl_returns(
         if t.initial_row:
             baseline = np.array(t.initial_row, dtype=float)[None, :]
             t.initial_row = metrics.normalize_returns(baseline, low, high)[0].tolist()
+        if t.valid_matrix:  # the selection episodes' returns, on the same per-game scale
+            valid = np.array(t.valid_matrix, dtype=float)
+            t.valid_matrix = metrics.normalize_returns(valid, low, high).tolist()
         t.metric = "normalized_return"
         t.normalization = scale
 
