@@ -101,7 +101,7 @@ def test_matrices_csv_long_form(report, trials: list[TrialResult]) -> None:
     frame = pd.read_csv(report.matrices_csv)
     assert list(frame.columns) == [
         *("trial_id", "method", "seed", "trained_task", "eval_task", "task_name", "value"),
-        "raw_value",
+        *("raw_value", "valid_value"),
     ]
     assert frame["raw_value"].isna().all()  # accuracies have no raw score
     assert len(frame) == 5 * 9 + 3  # five finished 3x3 runs, one failed run with one row
@@ -361,3 +361,24 @@ def test_learning_curves_draw_each_seed_thin_and_their_mean_thick() -> None:
     assert styles[0] == styles[2] != styles[1] == styles[3]
     legend = [text.get_text() for text in axes.get_legend().get_texts()]
     assert legend[-2:] == ["seed 0", "seed 1"]
+
+
+def test_validation_scores_are_reported_beside_the_test_scores(tmp_path) -> None:
+    valid = [[0.9, 0.5], [0.6, 0.8]]  # differs from the test matrix: its own metrics
+    two = {"task_names": ["t0", "t1"], "capacity": [0.1, 0.2], "state_bytes": [1, 2]}
+    trial = _trial("blip", 0, matrix=[[0.8, 0.4], [0.7, 0.9]], initial_row=[0.5, 0.5], **two)
+    trial.valid_matrix, trial.initial_valid_row = valid, [0.5, 0.5]
+    legacy = _trial("sgd", 0, matrix=[[0.6, 0.5], [0.5, 0.7]], initial_row=[0.5, 0.5], **two)
+    report = write_report([trial, legacy], tmp_path, title="t")
+    summary_csv = pd.read_csv(report.summary_csv).set_index("trial_id")
+    expected = summary(valid, [0.5, 0.5])
+    for name in METRIC_NAMES:
+        assert summary_csv.loc[trial.trial_id, f"valid_{name}"] == pytest.approx(expected[name])
+        assert math.isnan(summary_csv.loc[legacy.trial_id, f"valid_{name}"])
+    assert summary_csv.loc[trial.trial_id, "acc"] == pytest.approx(0.8)
+    assert summary_csv.loc[trial.trial_id, "valid_acc"] == pytest.approx(0.7)
+    matrices = pd.read_csv(report.matrices_csv)
+    mine = matrices.query(f"trial_id == '{trial.trial_id}'")
+    mine = mine.sort_values(["trained_task", "eval_task"])
+    assert mine["valid_value"].tolist() == [0.9, 0.5, 0.6, 0.8]
+    assert mine["value"].tolist() == [0.8, 0.4, 0.7, 0.9]

@@ -95,7 +95,7 @@ def test_state_round_trip_carries_task_and_blip_state(
     atari_module: ContinualPPOModule, atari_settings: ModuleSettings
 ) -> None:
     atari_module.set_active_task(4)
-    atari_module.record_returns(0, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    atari_module.record_returns(0, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
     atari_module.trunk.conv1.weight_bits.fill_(3)
     state = atari_module.get_state()
     restored = build(IMAGE_SPACE, atari_settings, actions=18)

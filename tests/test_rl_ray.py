@@ -79,6 +79,11 @@ def test_two_task_run_switches_evaluates_and_restores(ray_session: Any, tmp_path
         assert ended["active_task"] == 1
         assert len(ended["eval_returns"]) == 2
         assert ended["return_matrix"] == [ended["eval_returns"]]
+        # the row on the episodes reserved for selection: its own seeds, the same weights
+        (selection_row,) = ended["selection_matrix"]
+        selection = learner_call(algorithm, lambda learner: learner.evaluate(stream="selection"))
+        assert selection_row == selection
+        assert ended["eval_returns"] == learner_call(algorithm, lambda learner: learner.evaluate())
         assert ended["capacity"] > 0  # bits grew at the task end
         runners = runner_tasks(algorithm)
         assert len(runners) == 2  # the local runner (no env) and the remote one

@@ -6,6 +6,7 @@ import pytest
 import torch
 from cl_fixtures import method_net, small_net, synthetic_sequence
 
+from blip_ray.data import Split
 from blip_ray.methods import make_method
 from blip_ray.supervised import TrainSettings, run_sequence
 
@@ -94,3 +95,31 @@ def test_bad_settings_fail_clearly():
         TrainSettings(epochs=0)
     with pytest.raises(ValueError, match="device"):
         TrainSettings(device="tpu")
+
+
+def test_the_validation_matrix_is_taken_on_the_validation_split():
+    seq = synthetic_sequence(tasks=2)
+    for task in seq.tasks:  # test = the validation inputs with every label flipped
+        task.test = Split(task.valid.x.clone(), 1 - task.valid.y)
+    records = list(
+        run_sequence(
+            seq, small_net(seq, quantized=False), make_method("finetune"), settings=SETTINGS, seed=0
+        )
+    )
+    last = records[-1]
+    assert len(last.valid_matrix) == 2 and last.valid_matrix[:1] == records[0].valid_matrix
+    for valid_row, test_row in zip(last.valid_matrix, last.matrix, strict=True):
+        assert valid_row == pytest.approx([1 - value for value in test_row], abs=1e-12)
+    assert last.valid_matrix[0][0] > 0.8  # learned on validation, so "wrong" on the flipped test
+    assert last.initial_valid_row == pytest.approx([1 - v for v in last.initial_row], abs=1e-12)
+    resumed = list(
+        run_sequence(
+            seq,
+            small_net(seq, quantized=False),
+            make_method("finetune"),
+            settings=SETTINGS,
+            seed=0,
+            resume=records[0].state,
+        )
+    )
+    assert resumed[-1].valid_matrix == last.valid_matrix

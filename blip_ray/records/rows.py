@@ -89,6 +89,12 @@ class TaskRow:
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
     capacity_label: str | None = None
     """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
+    valid_matrix: list[list[float]] | None = None
+    """Every finished row on the tasks' validation splits (``matrix`` is on test; RL: on the
+    evaluation episodes reserved for selection, ``matrix`` on the reported ones): what
+    hyperparameter selection reads, so that it never looks at the reported scores."""
+    initial_valid_row: list[float] | None = None
+    """Supervised: the untrained network's validation accuracy per task."""
 
     @property
     def tasks_done(self) -> int:

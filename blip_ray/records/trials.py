@@ -61,6 +61,11 @@ class TrialResult:
     """The method's role: ``continual``, or ``reference`` (a bound such as joint training)."""
     capacity_label: str | None = None
     """What ``capacity`` counts: ``bits frozen``, ``units used`` or ``weights owned``."""
+    valid_matrix: list[list[float]] | None = None
+    """The finished rows on the validation splits (RL: on the evaluation episodes reserved for
+    selection; selection reads these, never ``matrix``); None for results recorded without."""
+    initial_valid_row: list[float] | None = None
+    """Supervised: the untrained network's validation accuracy per task."""
 
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
@@ -132,6 +137,8 @@ def _trial_result(trial_dir: Path, read: TrialRows) -> TrialResult:
         budget=getattr(latest, "budget", None),
         role=getattr(latest, "role", "continual"),
         capacity_label=getattr(latest, "capacity_label", None),
+        valid_matrix=getattr(latest, "valid_matrix", None),
+        initial_valid_row=getattr(latest, "initial_valid_row", None),
     )
 
 
@@ -195,6 +202,9 @@ def normalize_rl_returns(
         if t.initial_row:
             baseline = np.array(t.initial_row, dtype=float)[None, :]
             t.initial_row = metrics.normalize_returns(baseline, low, high)[0].tolist()
+        if t.valid_matrix:  # the selection episodes' returns, on the same per-game scale
+            valid = np.array(t.valid_matrix, dtype=float)
+            t.valid_matrix = metrics.normalize_returns(valid, low, high).tolist()
         t.metric = "normalized_return"
         t.normalization = scale
 

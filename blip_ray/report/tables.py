@@ -29,15 +29,23 @@ from blip_ray.records.trials import TrialResult
 
 _ID_COLUMNS = ("trial_id", "method", "seed")
 _RUN_COLUMNS = ("capacity", "state_bytes", "tasks_done", "status", "error", "role")
-MATRIX_COLUMNS = (*_ID_COLUMNS, "trained_task", "eval_task", "task_name", "value", "raw_value")
-"""``value``: the matrix entry (accuracy, normalized return); ``raw_value``: RL's raw game score."""
+MATRIX_COLUMNS = (
+    *(*_ID_COLUMNS, "trained_task", "eval_task", "task_name"),
+    *("value", "raw_value", "valid_value"),
+)
+"""``value``: the matrix entry (accuracy on test, normalized return); ``raw_value``: RL's raw game
+score; ``valid_value``: supervised, the accuracy on the task's validation split."""
+VALID_PREFIX = "valid_"
+"""summary.csv's validation metrics: ``valid_acc``, ``valid_bwt``, ... (from the validation
+matrix, as the unprefixed ones are from the test matrix)."""
 UNITS = {"accuracy": "accuracy (fraction)", "normalized_return": "normalized return"}
 
 
 def fixed_columns() -> tuple[str, ...]:
     """summary.csv's columns besides the hyperparameters (which go between ``seed`` and the
     metrics): one per :data:`metrics.METRICS` entry, read now so a new metric gets its column."""
-    return (*_ID_COLUMNS, *(metric.key for metric in metrics.METRICS), *_RUN_COLUMNS)
+    keys = [metric.key for metric in metrics.METRICS]
+    return (*_ID_COLUMNS, *keys, *(VALID_PREFIX + key for key in keys), *_RUN_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("=", "-")).strip("._") or "x"
 
 
-def trial_metrics(trial: TrialResult) -> dict[str, float]:
-    """metrics.summary over the finished rows; all NaN when the trial finished no task."""
-    if not trial.matrix:
+def trial_metrics(trial: TrialResult, *, split: str = "test") -> dict[str, float]:
+    """metrics.summary over the finished rows of the test matrix (``split="valid"``: of the
+    validation matrix); all NaN when the trial finished no task or recorded no such rows."""
+    matrix, initial = trial.matrix, trial.initial_row
+    if split == "valid":
+        matrix, initial = trial.valid_matrix or [], trial.initial_valid_row
+    if not matrix:
         return {metric.key: math.nan for metric in metrics.METRICS}
     try:
-        return metrics.summary(trial.matrix, trial.initial_row)
+        return metrics.summary(matrix, initial)
     except ValueError as exc:  # name the trial: the bare message does not say which one
         raise ValueError(f"trial {trial.trial_id}: {exc}") from exc
 
@@ -104,6 +116,8 @@ def summary_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
         for name, column in hp_columns.items():
             row[column] = _csv_value(trial.hyperparameters.get(name))
         row.update(trial_metrics(trial))
+        valid = trial_metrics(trial, split="valid")
+        row.update({VALID_PREFIX + key: value for key, value in valid.items()})
         row["capacity"] = last_value(trial.capacity)
         row["state_bytes"] = trial.state_bytes[-1] if trial.state_bytes else None
         row.update(tasks_done=len(trial.matrix), status=trial.status, error=trial.error)
@@ -124,6 +138,7 @@ def matrices_frame(trials: Sequence[TrialResult]) -> pd.DataFrame:
             *(trial.trial_id, trial.method, trial.seed, t, u, task_name(trial.task_names, u)),
             value,
             trial.raw_matrix[t][u] if trial.raw_matrix else None,
+            trial.valid_matrix[t][u] if trial.valid_matrix else None,
         )
         for trial in trials
         for t, row in enumerate(trial.matrix)

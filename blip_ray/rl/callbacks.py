@@ -92,11 +92,12 @@ def end_task(algorithm: Any, settings: ContinualSettings, task: int) -> dict[str
     learner_call(algorithm, lambda learner: learner.finish_task(task))
     finished = time.perf_counter()
     row = learner_call(algorithm, lambda learner: learner.evaluate())
+    selection_row = learner_call(algorithm, lambda learner: learner.evaluate(stream="selection"))
     evaluated = time.perf_counter()
     next_task = task + 1 if task + 1 < settings.num_tasks else None
 
     def record(learner: Any) -> None:
-        learner.record_returns(task, row)
+        learner.record_returns(task, row, selection_row)
         if next_task is not None:
             learner.start_task(next_task)
 
@@ -147,6 +148,7 @@ def advance(algorithm: Any, result: dict[str, Any]) -> None:
         num_tasks=settings.num_tasks,
         steps_in_task=lifetime - trained * steps_per_task,
         return_matrix=status["return_matrix"],
+        selection_matrix=status["selection_matrix"],
     )
     if "capacity" in status:
         result["capacity"] = status["capacity"]

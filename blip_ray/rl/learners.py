@@ -45,7 +45,7 @@ from blip_ray.methods import ContinualMethod, TaskSamples
 from blip_ray.rl.evaluation import evaluate_tasks
 from blip_ray.rl.module import ContinualPPOModule
 from blip_ray.rl.sequences import get_rl_sequence
-from blip_ray.rl.settings import EVAL_SEED_OFFSET, ContinualSettings
+from blip_ray.rl.settings import EVAL_STREAMS, ContinualSettings
 
 #: Key of the method's own state in the learner's ``get_state`` (and checkpoints).
 METHOD_STATE = "continual_method"
@@ -286,13 +286,14 @@ class ContinualPPOLearner(PPOTorchLearner):
         self.method.before_task(self.continual_module, self.active_task)
         return self.active_task
 
-    def record_returns(self, task: int, row: list[float]) -> None:
-        self.continual_module.record_returns(task, row)
+    def record_returns(self, task: int, row: list[float], selection_row: list[float]) -> None:
+        self.continual_module.record_returns(task, row, selection_row)
         self._weights_changed()
 
-    def evaluate(self, *, tasks: int | None = None) -> list[float]:
+    def evaluate(self, *, tasks: int | None = None, stream: str = "final") -> list[float]:
         """Mean raw return of evaluation episodes (greedy or sampled, as the settings say) on
-        each task, with this learner's module."""
+        each task, with this learner's module: the reported episodes (``final``) or those
+        reserved for selection (``selection``), seeded apart (:data:`EVAL_STREAMS`)."""
         settings = self.settings
         return evaluate_tasks(
             self.continual_module,
@@ -300,7 +301,7 @@ class ContinualPPOLearner(PPOTorchLearner):
             num_tasks=settings.num_tasks if tasks is None else tasks,
             episodes=settings.rl.eval_episodes,
             max_steps=settings.rl.eval_max_steps,
-            seed=settings.seed + EVAL_SEED_OFFSET,
+            seed=settings.seed + EVAL_STREAMS[stream],
             policy=settings.rl.eval_policy,
         )
 
@@ -311,6 +312,7 @@ class ContinualPPOLearner(PPOTorchLearner):
             "active_task": int(module.active_task),
             "tasks_done": int(module.tasks_done),
             "return_matrix": module.finished_rows(),
+            "selection_matrix": module.finished_rows(selection=True),
         }
         capacity = self.method.capacity(module)
         if capacity is not None:

@@ -175,6 +175,8 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         self.register_buffer("tasks_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("action_counts", torch.tensor(counts, dtype=torch.long))
         self.register_buffer("return_matrix", torch.full((num_tasks, num_tasks), float("nan")))
+        # The same after each task on the evaluation episodes reserved for selection.
+        self.register_buffer("selection_matrix", torch.full((num_tasks, num_tasks), float("nan")))
         # The untrained policy's return per task (the forward-transfer baseline), kept here so
         # checkpoints carry it.
         self.register_buffer("untrained_returns", torch.full((num_tasks,), float("nan")))
@@ -264,14 +266,17 @@ class ContinualPPOModule(TorchRLModule, ValueFunctionAPI):
         self.active_task.fill_(task)
 
     @torch.no_grad()
-    def record_returns(self, task: int, row: list[float]) -> None:
-        """Row ``task`` of the return matrix: every task's return after training ``task``."""
+    def record_returns(self, task: int, row: list[float], selection_row: list[float]) -> None:
+        """Row ``task`` of the return matrix (every task's return after training ``task``) and of
+        the selection matrix (the same on the episodes reserved for selection)."""
         self.return_matrix[task] = torch.as_tensor(row, dtype=self.return_matrix.dtype)
+        self.selection_matrix[task] = torch.as_tensor(selection_row, dtype=self.return_matrix.dtype)
         self.tasks_done.fill_(max(int(self.tasks_done), task + 1))
 
-    def finished_rows(self) -> list[list[float]]:
-        """The return matrix's finished rows, as nested lists."""
-        return self.return_matrix[: int(self.tasks_done)].tolist()
+    def finished_rows(self, *, selection: bool = False) -> list[list[float]]:
+        """The return (or ``selection``) matrix's finished rows, as nested lists."""
+        matrix = self.selection_matrix if selection else self.return_matrix
+        return matrix[: int(self.tasks_done)].tolist()
 
     @override(TorchRLModule)
     def get_state(

@@ -105,6 +105,7 @@ def _train(
             continue
         task = int(result["ended_task"])
         matrix = [list(map(float, row)) for row in result["return_matrix"]]
+        selection = [list(map(float, row)) for row in result["selection_matrix"]]
         state_bytes = learner_call(
             algo, lambda learner: learner.method.state_bytes(learner.continual_module)
         )
@@ -118,6 +119,7 @@ def _train(
             row=matrix[-1],
             matrix=matrix,
             initial_row=baselines["untrained_returns"],
+            valid_matrix=selection,
             capacity=result.get("capacity"),
             state_bytes=int(state_bytes),
             end_task_s=float(result.get("end_task_s", 0.0)),

@@ -23,6 +23,11 @@ EVAL_POLICIES = ("greedy", "sampled")
 #: ``seed + RANDOM_POLICY_SEED_OFFSET + i`` (its actions draw from that seed's generator too).
 EVAL_SEED_OFFSET = 10_000
 RANDOM_POLICY_SEED_OFFSET = 20_000
+#: A second stream of evaluation episodes, reserved for hyperparameter selection: episode ``i``
+#: uses ``seed + SELECTION_SEED_OFFSET + i``, disjoint from the reported ones above (fewer than
+#: 10,000 episodes per evaluation), so choosing a setting never reads the reported scores.
+SELECTION_SEED_OFFSET = 30_000
+EVAL_STREAMS = {"final": EVAL_SEED_OFFSET, "selection": SELECTION_SEED_OFFSET}
 #: Most env runners a trial starts when sized automatically (trials share the cluster).
 MAX_AUTO_ENV_RUNNERS = 4
 

@@ -87,6 +87,9 @@ class LoopState:
     method: dict[str, Any]
     rows: list[list[float]]
     initial_row: list[float]
+    valid_rows: list[list[float]] = field(default_factory=list)
+    """Validation accuracy rows (checkpoints from before them hold none)."""
+    initial_valid_row: list[float] | None = None
 
     FILE = "loop_state.pt"
 
@@ -240,10 +243,14 @@ def run_sequence(
             list(resume.initial_row),
             resume.next_task,
         )
+        valid_rows, initial_valid = [list(r) for r in resume.valid_rows], resume.initial_valid_row
     else:
-        rows, first = [], 0
+        rows, valid_rows, first = [], [], 0
         initial_row = evaluate_all(
             model, sequence, device=device, batch_size=settings.eval_batch_size
+        )
+        initial_valid = evaluate_all(
+            model, sequence, device=device, batch_size=settings.eval_batch_size, split="valid"
         )
     names = [task.name for task in sequence.tasks]
     for task_id in range(first, len(sequence)):
@@ -262,6 +269,11 @@ def run_sequence(
         t2 = time.perf_counter()
         row = evaluate_all(model, sequence, device=device, batch_size=settings.eval_batch_size)
         rows.append(row)
+        valid_rows.append(
+            evaluate_all(
+                model, sequence, device=device, batch_size=settings.eval_batch_size, split="valid"
+            )
+        )
         t3 = time.perf_counter()
         yield TaskRecord(
             task=task_id,
@@ -272,6 +284,10 @@ def run_sequence(
             row=row,
             matrix=[list(r) for r in rows],
             initial_row=initial_row,
+            # a run resumed from a checkpoint older than the validation rows has none for its
+            # earlier tasks: no validation matrix then (None), rather than a partial one
+            valid_matrix=[list(r) for r in valid_rows] if len(valid_rows) == len(rows) else None,
+            initial_valid_row=initial_valid,
             epochs=stats["epochs"],
             best_valid_loss=stats["best_valid_loss"],
             final_lr=stats["lr"],
@@ -289,6 +305,8 @@ def run_sequence(
                 method=_cpu_copy(method.state_dict()),
                 rows=[list(r) for r in rows],
                 initial_row=list(initial_row),
+                valid_rows=[list(r) for r in valid_rows],
+                initial_valid_row=initial_valid,
             ),
         )
 
@@ -394,19 +412,25 @@ def _optimizer(
 
 @torch.no_grad()
 def evaluate_all(
-    model: MultiHeadNet, sequence: TaskSequence, *, device: torch.device, batch_size: int
+    model: MultiHeadNet,
+    sequence: TaskSequence,
+    *,
+    device: torch.device,
+    batch_size: int,
+    split: str = "test",
 ) -> list[float]:
-    """Test accuracy of every task with its own head."""
+    """Accuracy of every task with its own head on its ``split``: ``test`` (what reports rank)
+    or ``valid`` (what hyperparameter selection may read)."""
     was_training = model.training
     model.eval()
     row = []
     for task_id, task in enumerate(sequence.tasks):
-        correct = 0
-        for start in range(0, len(task.test), batch_size):
-            x = task.inputs(task.test.x[start : start + batch_size]).to(device)
-            y = task.test.y[start : start + batch_size].to(device)
+        data, correct = getattr(task, split), 0
+        for start in range(0, len(data), batch_size):
+            x = task.inputs(data.x[start : start + batch_size]).to(device)
+            y = data.y[start : start + batch_size].to(device)
             correct += int((model(x, task_id).argmax(1) == y).sum())
-        row.append(correct / max(len(task.test), 1))
+        row.append(correct / max(len(data), 1))
     model.train(was_training)
     return row
 
