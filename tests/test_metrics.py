@@ -244,7 +244,9 @@ def test_one_metrics_entry_reaches_summary_csv_and_the_table(
     )
     frame = summary_frame([trial])
     columns = list(frame.columns)
-    assert columns[columns.index("fwt") :][:3] == ["fwt", "final_first", "capacity"]
+    assert columns[columns.index("fwt") :][:3] == ["fwt", "final_first", "valid_acc"]
+    valid = columns[columns.index("valid_fwt") :][:3]
+    assert valid == ["valid_fwt", "valid_final_first", "capacity"]
     assert frame.loc[0, "final_first"] == 60.0 and frame.loc[0, "hp_final_first"] == 1
     header = markdown_table([trial]).splitlines()[0]
     assert "| FWT | Final on task 0 | Capacity |" in header
