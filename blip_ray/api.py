@@ -28,7 +28,7 @@ from blip_ray.experiments.specs.experiment import Resources
 from blip_ray.methods import ContinualMethod
 from blip_ray.models.base import MultiHeadNet
 from blip_ray.records.layout import CHECKPOINT_GLOB, trial_dirs
-from blip_ray.records.rows import read_trial
+from blip_ray.records.rows import read_config
 from blip_ray.records.trials import TrialResult, load_trials
 from blip_ray.report.results_table import table_frame, table_rows
 from blip_ray.report.tables import matrices_frame, summary_frame
@@ -183,7 +183,7 @@ def load_model(
     (the trial's latest checkpoint), in eval mode; ``model.set_task`` picks a task's head where
     the method keeps per-task state."""
     trial_dir = _trial_dir(Path(directory), method=method, seed=seed, hp=hyperparameters)
-    config = read_trial(trial_dir).config
+    config = read_config(trial_dir)
     run = config["run"]
     if run.get("track") == "rl":
         raise ValueError(
@@ -202,7 +202,7 @@ def _trial_dir(directory: Path, *, method: str, seed: int, hp: Mapping[str, Any]
     matches = [
         trial_dir
         for trial_dir in trial_dirs(directory)
-        if _matches(read_trial(trial_dir).config["method"], method, seed, hp)
+        if _matches(read_config(trial_dir)["method"], method, seed, hp)
     ]
     if len(matches) != 1:
         found = "no trial" if not matches else f"{len(matches)} trials (pass hyperparameters=)"

@@ -207,6 +207,18 @@ class TrialRows:
         return self.failed or (self.rows[-1] if self.rows else {})
 
 
+def read_config(trial_dir: Path) -> dict[str, Any]:
+    """The trial's config alone (its rows unread): blip-ray's ``trial.json``, else Tune's
+    ``params.json`` (trial directories from before the row files)."""
+    record = read_json(Path(trial_dir) / ROWS_DIR / TRIAL_FILE)
+    if record is not None:
+        return record["config"]
+    config = read_json(Path(trial_dir) / TUNE_CONFIG)
+    if config is None:
+        raise UnreadableFile(Path(trial_dir) / TUNE_CONFIG, "is missing: not a trial directory")
+    return config
+
+
 def read_trial(trial_dir: Path) -> TrialRows:
     """The trial's rows as written by :func:`write_result`; for trial directories from before
     the row files, read from Tune's ``params.json`` and ``result.json``. An unreadable config
@@ -234,9 +246,7 @@ def read_trial(trial_dir: Path) -> TrialRows:
 
 
 def _read_tune_files(trial_dir: Path) -> TrialRows:
-    config = read_json(trial_dir / TUNE_CONFIG)
-    if config is None:
-        raise UnreadableFile(trial_dir / TUNE_CONFIG, "is missing: not a trial directory")
+    config = read_config(trial_dir)
     results = []
     path = trial_dir / TUNE_RESULTS
     for line in path.read_text().splitlines() if path.exists() else []:

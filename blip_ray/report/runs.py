@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,9 @@ def write_experiment_report(
     return trials, _with_skipped(markdown_table(trials), skipped)
 
 
-def _readable(read: Any, experiment_dir: Path, skipped: list[str]) -> Any:
+def _readable(
+    read: Callable[[Path], dict[str, Any] | None], experiment_dir: Path, skipped: list[str]
+) -> dict[str, Any] | None:
     """``read(experiment_dir)``; None, named in ``skipped``, where its file is unreadable."""
     try:
         return read(experiment_dir)
