@@ -10,9 +10,9 @@ SPEC ?= benchmarks/pdigits.yaml
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,minatar,trackers,mnist5k]' 2>&1 \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,minatar,trackers,mnist5k,search]' 2>&1 \
 		| grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import blip_ray, torch, ray, minatar, mlflow, wandb, mlxtend" && touch $(STAMP)
+	$(BIN)/python -c "import blip_ray, torch, ray, minatar, mlflow, wandb, mlxtend, optuna, rliable.library" && touch $(STAMP)
 
 install: $(STAMP)
 
