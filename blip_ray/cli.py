@@ -21,7 +21,7 @@ from blip_ray.experiments.plan.grid import (
     PROGRESS_EVERY_S,
     check_trial_count,
     max_trials,
-    plan_trials,
+    stage_plans,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -214,14 +214,16 @@ def _run(args: argparse.Namespace) -> int:
         print(dry_run_text(spec, cpus=args.cpus, remote=remote))
         return EXIT_OK
     if not args.resume:  # a resumed run was confirmed when it started
-        check_trial_count(plan_trials(spec), limit=max_trials(args.max_trials), confirmed=args.yes)
+        for plan in stage_plans(spec):
+            check_trial_count(plan, limit=max_trials(args.max_trials), confirmed=args.yes)
     if not remote:
         # An embedded instance is one machine: keep it on loopback (Ray would advertise the
         # interface address). Ray reads this when imported, so it is set before the import.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from blip_ray.experiments.run.launch import run_experiment
+    from blip_ray.experiments.run.protocol import run_protocol
 
-    outcome = run_experiment(
+    outcome = (run_protocol if spec.search is not None else run_experiment)(
         spec,
         address=args.address,
         resume=args.resume,

@@ -48,6 +48,12 @@ TUNE_ERROR = "error.txt"
 """Per trial: Tune's record of the trial's failures."""
 CHECKPOINT_GLOB = "checkpoint_*"
 """Per trial: Tune's checkpoint directories (one is kept: the latest)."""
+SEARCH_STAGE = "search"
+"""A spec with ``search:``: the search stage's experiment directory, inside the run's own."""
+FINAL_STAGE = "final"
+"""A spec with ``search:``: the final stage's experiment directory, inside the run's own."""
+SELECTION_FILE = "selection.json"
+"""A spec with ``search:``: each method's scored configurations and the chosen one."""
 
 RESULT_KEYS = (
     "benchmark",
@@ -64,6 +70,8 @@ RESULT_KEYS = (
     "inject_failure",
     "rl",
     "references",
+    "search",
+    "configurations",
 )
 """The spec keys that decide what the trials compute; resuming with other values is refused."""
 
@@ -184,6 +192,7 @@ def result_settings(record: dict[str, Any]) -> dict[str, Any]:
     records from before ``rl.eval_policy`` evaluated greedily."""
     settings = {key: record.get(key) for key in RESULT_KEYS}
     settings["references"] = bool(settings["references"])  # records from before the key
+    settings["configurations"] = settings["configurations"] or {}  # from before search stages
     if isinstance(settings["rl"], dict):
         rl = {key: value for key, value in settings["rl"].items() if key != "reference_returns"}
         settings["rl"] = {"eval_policy": "greedy", **rl}

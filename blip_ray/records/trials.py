@@ -223,6 +223,8 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
     run = config.get("run", {})
     for key in run.get("train_searched", []):
         out[f"train.{key}"] = run["train"][key]
+    for key, value in config["method"].get("train", {}).items():  # a search stage's setting
+        out[f"train.{key}"] = value
     return out
 
 

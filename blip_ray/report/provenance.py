@@ -33,7 +33,25 @@ def provenance_lines(record: Mapping[str, Any] | None) -> list[str]:
         f"- Ray: {_cluster(cluster, latest.get('flags', {}).get('address'))}.",
         f"- Flags: {_flags(latest.get('flags', {}))}.",
         f"- Segments: {_segments(segments)}.",
+        *_selection(latest.get("selection")),
         f"- The resolved spec and every method's settings, per segment: {PROVENANCE_FILE}.",
+    ]
+
+
+def _selection(selection: Mapping[str, Any] | None) -> list[str]:
+    """A final stage's line: how its configurations were chosen."""
+    if not selection:
+        return []
+    seeds = ", ".join(map(str, selection.get("search_seeds", [])))
+    chosen = "; ".join(
+        f"{method} {entry.get('score', float('nan')):.3f}"
+        for method, entry in selection.get("methods", {}).items()
+    )
+    return [
+        f"- Selection: {selection.get('algorithm')} search, budget {selection.get('budget')} "
+        f"per method, validation {selection.get('metric')} on search seeds {seeds} "
+        f"({selection.get('tasks_searched')} of {selection.get('tasks')} tasks); chosen "
+        f"configurations' validation scores: {chosen}."
     ]
 
 

@@ -10,7 +10,13 @@ import os
 from collections.abc import Callable
 
 from blip_ray.experiments.plan.estimate import Estimate, default_estimate
-from blip_ray.experiments.plan.grid import TrialPlan, plan_text, plan_trials, plural
+from blip_ray.experiments.plan.grid import (
+    TrialPlan,
+    duration_text,
+    plan_text,
+    plan_trials,
+    plural,
+)
 from blip_ray.experiments.specs.checks import SearchLeaf
 from blip_ray.experiments.specs.experiment import ExperimentSpec
 
@@ -27,6 +33,8 @@ def dry_run_text(
 ) -> str:
     """What ``--dry-run`` prints. ``cpus``: the cluster's CPUs as given (``--cpus``), else this
     machine's; ``remote``: the run would go to a cluster (``--address``/``RAY_ADDRESS``)."""
+    if spec.search is not None and spec.stage is None:
+        return _stages_text(spec, cpus=cpus, remote=remote, estimator=estimator)
     plan = plan_trials(spec)
     machine_cpus, gpus = _this_machine(spec)
     if cpus is not None:
@@ -53,6 +61,38 @@ def dry_run_text(
     return "\n".join(lines)
 
 
+def _stages_text(
+    spec: ExperimentSpec, *, cpus: float | None, remote: bool, estimator: Estimator | None
+) -> str:
+    """Both stages of a spec with ``search:``, each as its own dry run, and their total."""
+    from blip_ray.experiments.plan.stages import final_stage, search_stage
+
+    assert spec.search is not None
+    stages = [
+        ("search stage", search_stage(spec)),
+        ("final stage", final_stage(spec, {name: {} for name in spec.methods})),
+    ]
+    total, seconds = 0, 0.0
+    lines = [
+        f"{spec.name} ({spec.benchmark}): {spec.search.describe(spec.tasks)}, then each "
+        f"method's chosen configuration on seeds {', '.join(map(str, spec.seeds))}; dry run, "
+        "nothing started"
+    ]
+    for title, stage in stages:
+        plan = plan_trials(stage)
+        total += plan.trials
+        at_once = plan.at_once(cpus=cpus or _this_machine(spec)[0], gpus=_this_machine(spec)[1])
+        estimate = (estimator or _estimate)(stage, at_once)
+        seconds = (
+            None if estimate.seconds is None or seconds is None else seconds + estimate.seconds
+        )
+        text = dry_run_text(stage, cpus=cpus, remote=remote, estimator=estimator)
+        lines += [f"{title}:", *(f"  {line}" for line in text.splitlines())]
+    both = "none" if seconds is None else f"about {duration_text(seconds)}"
+    lines.append(f"both stages: {total:,} trials; estimated wall time {both}")
+    return "\n".join(lines)
+
+
 def _grid_lines(spec: ExperimentSpec, plan: TrialPlan) -> list[str]:
     settings = sum(m.settings for m in plan.methods)
     runs = plan.trials // max(1, settings)
@@ -63,7 +103,8 @@ def _grid_lines(spec: ExperimentSpec, plan: TrialPlan) -> list[str]:
         values = spec.methods.get(method.name, {})
         fixed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                  for k, v in values.items() if k not in method.searched]  # fmt: skip
-        searched = [f"{k}: {_leaf(v)}" for k, v in method.searched.items()]
+        chosen = "chosen from " if spec.stage == "final" else ""
+        searched = [f"{k}: {chosen}{_leaf(v)}" for k, v in method.searched.items()]
         hyperparameters = "; ".join(fixed + searched) or "defaults"
         lines.append(
             f"  {method.name:<{width}}  {plural(method.settings, 'setting')} -> "
@@ -71,7 +112,9 @@ def _grid_lines(spec: ExperimentSpec, plan: TrialPlan) -> list[str]:
         )
     if spec.train_search:
         searched = "; ".join(f"{k}: {_leaf(v)}" for k, v in spec.train_search.items())
-        lines.append(f"training, every method: {searched}")
+        each = "each method searches" if spec.stage == "search" else "every method"
+        each = "each method's chosen from" if spec.stage == "final" else each
+        lines.append(f"training, {each}: {searched}")
     if plan.samples > 1:
         lines.append(
             f"samples: {plan.samples} (each sampled hyperparameter drawn {plan.samples} times, "

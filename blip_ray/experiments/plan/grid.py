@@ -103,20 +103,43 @@ def plan_trials(spec: ExperimentSpec) -> TrialPlan:
         methods=tuple(
             MethodGrid(
                 name=name,
-                settings=_grid_size(hp.values()),
+                settings=_settings(spec, name),
                 searched={k: v for k, v in hp.items() if isinstance(v, SearchLeaf)},
             )
             for name, hp in spec.methods.items()
         ),
         seeds=len(spec.seeds),
         samples=spec.samples,
-        train_settings=_grid_size(spec.train_search.values()),
+        train_settings=1 if spec.stage else _grid_size(spec.train_search.values()),
         benchmarks=spec.tasks if spec.references else 1,
         tasks=1 if spec.references else spec.tasks,
         cpu=spec.resources.cpu,
         gpu=spec.resources.gpu,
         max_concurrent=spec.max_concurrent,
     )
+
+
+def stage_plans(spec: ExperimentSpec) -> list[TrialPlan]:
+    """The plans of what ``blip-ray run`` starts: the spec's trials, or (``search:``) its search
+    stage's and its final stage's (one configuration per method, chosen later)."""
+    if spec.search is None or spec.stage is not None:
+        return [plan_trials(spec)]
+    from blip_ray.experiments.plan.stages import final_stage, search_stage
+
+    placeholder = {name: {} for name in spec.methods}
+    return [plan_trials(search_stage(spec)), plan_trials(final_stage(spec, placeholder))]
+
+
+def _settings(spec: ExperimentSpec, method: str) -> int:
+    """Settings of ``method``: a stage's configurations (the budget while Optuna proposes them),
+    else the combinations of its grid."""
+    if spec.stage == "search":
+        from blip_ray.experiments.plan.stages import search_budget
+
+        return search_budget(spec, method)
+    if spec.stage == "final":
+        return 1
+    return _grid_size(spec.methods[method].values())
 
 
 def max_trials(flag: int | None) -> int:

@@ -20,6 +20,7 @@ from blip_ray.data import DataUnavailableError, load_sequence
 from blip_ray.errors import UserError
 from blip_ray.experiments.cluster.connect import check_resources, init_ray, release_ray
 from blip_ray.experiments.plan.grid import plan_trials
+from blip_ray.experiments.plan.stages import split_configuration
 from blip_ray.experiments.run.loggers import CsvRows, JsonRows, RowFiles
 from blip_ray.experiments.run.progress import OverallProgress, quiet_ray_notices
 from blip_ray.experiments.run.provenance import start_segment
@@ -66,7 +67,8 @@ def to_tune(value: Any) -> Any:
 
 
 def param_space(spec: ExperimentSpec) -> dict[str, Any]:
-    """Grid over methods; per method, its searched hyperparameters x seeds.
+    """Grid over methods; per method, its searched hyperparameters x seeds (a stage of a search:
+    its listed configurations x seeds, each with its own training settings).
 
     The seed grid sits inside each method's entry and the variant generator runs with
     ``constant_grid_search``, so a sampled hyperparameter (``uniform``, ``loguniform``, ``choice``)
@@ -96,6 +98,15 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         "rl": spec.rl.to_dict() if spec.rl is not None else None,
         "plugins": resolve(spec.plugins),
     }
+    if spec.configurations:  # a stage of a search: each method's configurations, as listed
+        run["train"] = dataclasses.asdict(spec.train)
+        run["train_searched"] = []
+        methods = [
+            {"name": name, "hp": hp, "train": train, "seed": tune.grid_search(list(spec.seeds))}
+            for name, listed in spec.configurations.items()
+            for hp, train in map(split_configuration, listed)
+        ]
+        return {"run": run, "method": tune.grid_search(methods)}
     methods = [
         {
             "name": name,
@@ -149,11 +160,14 @@ def run_experiment(
     name: str | None = None,
     verbose: int = 1,
     flags: Mapping[str, Any] | None = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> RunOutcome:
     """Run (or resume) every trial of ``spec``, then write and return the report.
 
     ``flags`` are the command line's other choices (``--smoke``, ``--data-dir``, ...), recorded
-    with this run segment's provenance next to ``address``, ``storage``, ``name`` and ``resume``.
+    with this run segment's provenance next to ``address``, ``storage``, ``name`` and ``resume``;
+    ``selection`` (a search's final stage) is how its configurations were chosen, recorded there
+    too.
     """
     experiment_dir = experiment_dir_for(spec, storage=storage, name=name, resume=resume)
     # Per-task checkpoints of many short trials trip Tune's snapshot-frequency warning every few
@@ -185,6 +199,7 @@ def run_experiment(
                 flags={"address": given, "storage": storage, "name": name, "resume": resume}
                 | dict(flags or {}),
                 cluster=_cluster(embedded=given in (None, "local")),
+                selection=selection,
             )
             start = time.perf_counter()
             grid = tuner.fit()

@@ -36,8 +36,10 @@ def start_segment(
     resumed: bool,
     flags: Mapping[str, Any],
     cluster: Mapping[str, Any],
+    selection: Mapping[str, Any] | None = None,
 ) -> None:
-    """Append this run segment's provenance to the experiment's record (not finished yet)."""
+    """Append this run segment's provenance to the experiment's record (not finished yet);
+    ``selection``: how a search chose the configurations it runs."""
     segment = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resumed": resumed,
@@ -51,6 +53,8 @@ def start_segment(
         "machine": machine(),
         "cluster": dict(cluster),
     }
+    if selection is not None:
+        segment["selection"] = dict(selection)
     add_segment(experiment_dir, segment)
 
 

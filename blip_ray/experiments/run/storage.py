@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from blip_ray.errors import UserError
 from blip_ray.experiments.specs.experiment import ExperimentSpec
@@ -17,6 +18,7 @@ from blip_ray.records.layout import (
     EXPERIMENT_STATE,
     PROVENANCE_FILE,
     RESULT_KEYS,
+    SEARCH_STAGE,
     SPEC_RECORD,
     UnreadableFile,
     differences,
@@ -53,16 +55,34 @@ def experiment_dir_for(
     from ray import tune  # only a resume reads Tune's state: the rest of this module is Ray-free
 
     candidates = [root / name] if name else _experiments_of(spec, root)
-    candidates = [c for c in candidates if tune.Tuner.can_restore(str(c))]
+    candidates = [
+        c
+        for c in candidates
+        if _resumable(c, search=spec.search is not None and spec.stage is None, tune=tune)
+    ]
     if not candidates:
         raise UserError(
             f"nothing to resume: no experiment of '{spec.name}' under {root}; "
             "run without --resume to start one"
         )
     others = [c.name for c in candidates[1:]]
-    check_resumable(candidates[0])
+    if spec.search is None or spec.stage is not None:  # a stage is checked as it resumes
+        check_resumable(candidates[0])
     _check_same_spec(spec, candidates[0], others=others)
     return candidates[0]
+
+
+def protocol_dir_for(
+    spec: ExperimentSpec, *, storage: str | None, name: str | None, resume: bool
+) -> Path:
+    """The directory of a spec with ``search:``: a new one, or (``resume``) the one whose search
+    stage can be continued. Each stage's own directory is checked as it is resumed."""
+    return experiment_dir_for(spec, storage=storage, name=name, resume=resume)
+
+
+def _resumable(path: Path, *, search: bool, tune: Any) -> bool:
+    """Tune can continue the experiment at ``path`` (a search spec's: its search stage)."""
+    return tune.Tuner.can_restore(str(path / SEARCH_STAGE if search else path))
 
 
 def check_resumable(experiment_dir: Path) -> None:

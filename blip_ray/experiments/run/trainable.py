@@ -37,7 +37,12 @@ def supervised_trainable(config: dict[str, Any]) -> None:
     sequence, model, method = build_trial(config)
     resume = _loop_state()
     records = run_sequence(
-        sequence, model, method, settings=TrainSettings(**run["train"]), seed=seed, resume=resume
+        sequence,
+        model,
+        method,
+        settings=TrainSettings(**run["train"] | config["method"].get("train", {})),
+        seed=seed,
+        resume=resume,
     )
     done = [resume.next_task if resume is not None else 0]
     try:

@@ -22,6 +22,7 @@ from typing import Any
 from blip_ray.data import SEQUENCES
 from blip_ray.experiments.specs import checks
 from blip_ray.experiments.specs.checks import SearchLeaf, SpecError
+from blip_ray.experiments.specs.search import SearchSettings, check_spaces, parse_search
 from blip_ray.experiments.specs.tracks import method_networks, rl_section, supervised_sections
 from blip_ray.methods import METHODS
 from blip_ray.plugins import PluginError, load_plugins
@@ -121,6 +122,16 @@ class ExperimentSpec:
     plugins: tuple[str, ...] = ()
     """The user's modules or files imported before the spec is checked and in every Ray worker
     (:mod:`blip_ray.plugins`): the spec's ``plugins:`` and ``--plugin``."""
+    search: SearchSettings | None = None
+    """The selection protocol (``search:``): a search stage scored on validation, then the final
+    runs of each method's best configuration on ``seeds``; None: every configuration runs on
+    ``seeds`` and is reported as it is."""
+    configurations: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    """One stage's explicit configurations per method (each: searched hyperparameters and
+    ``train.<key>`` settings over the method's fixed values), set by
+    :mod:`blip_ray.experiments.plan.stages`; empty: the grid of ``methods`` and ``train``."""
+    stage: str | None = None
+    """``search`` or ``final`` in a stage of a spec with ``search:``; None otherwise."""
     references: bool = False
     """Single-task references instead of the methods: PPO (``finetune``) on each task alone per
     seed (:meth:`as_references`, ``blip-ray run --references``)."""
@@ -145,8 +156,17 @@ class ExperimentSpec:
             name: {**hp, **METHODS[name].config_class.smoke_values}
             for name, hp in self.methods.items()
         }
+        search = self.search
+        if search is not None:
+            search = dataclasses.replace(
+                search,
+                seeds=search.seeds[:1],
+                budget=min(search.budget, 2),
+                first_tasks=None if search.first_tasks is None else min(search.first_tasks, 2),
+            )
         return dataclasses.replace(
             self,
+            search=search,
             seeds=self.seeds[:1],
             tasks=min(self.tasks, 2),
             samples=min(self.samples, 2),
@@ -160,6 +180,11 @@ class ExperimentSpec:
         """The spec's single-task references: each of its tasks trained alone (the one-task
         sequence ``<benchmark>:<task>``) with plain PPO (``finetune``), for every seed, with the
         same network, budget and evaluation; named ``<name>-references``."""
+        if self.search is not None:
+            raise SpecError(
+                "--references: a references run trains each task alone with PPO; it has no "
+                "search: remove the spec's search: section (or copy the spec without it)"
+            )
         if self.rl is None:
             raise SpecError(
                 f"--references: {self.benchmark} is supervised; single-task references are for "
@@ -184,7 +209,12 @@ class ExperimentSpec:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {"train_search", "references"}
+TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentSpec)} - {
+    "train_search",
+    "references",
+    "configurations",
+    "stage",
+}
 TOP_KEYS |= {"device"}
 REQUIRED = ("name", "benchmark", "methods", "seeds")
 
@@ -251,12 +281,22 @@ def parse_spec(
     methods = _methods(raw["methods"], benchmark)
     if not rl:
         method_networks(methods, benchmark, track)
+    tasks = _tasks(raw.get("tasks"), benchmark)
+    search = parse_search(raw.get("search"), final_seeds=seeds, tasks=tasks)
+    if search is not None:
+        if "samples" in raw:
+            raise SpecError(
+                "samples: a spec with search: draws search.budget configurations per method; "
+                "remove samples"
+            )
+        check_spaces(search, methods, track.get("train_search", {}))
     return ExperimentSpec(
         name=name,
         benchmark=benchmark,
         seeds=seeds,
         methods=methods,
-        tasks=(tasks := _tasks(raw.get("tasks"), benchmark)),
+        tasks=tasks,
+        search=search,
         samples=checks.integer(raw.get("samples", 1), "samples", minimum=1),
         resources=resources,
         storage=checks.string(raw.get("storage", "runs"), "storage"),

@@ -1,0 +1,71 @@
+"""The report of a spec with ``search:``: the final runs' comparison (on test), then how each
+method's configuration was chosen (on validation) and every search configuration's score.
+
+The run's directory holds ``search/`` and ``final/``, each with its own full report; this one,
+``report.md`` at the top, leads with the final table and copies the final stage's ``table.csv``
+and ``table.tex`` beside it, so the numbers to cite are at the top level.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from blip_ray.errors import UserError
+from blip_ray.records.layout import (
+    FINAL_STAGE,
+    SEARCH_STAGE,
+    SELECTION_FILE,
+    read_json,
+    read_spec_record,
+)
+from blip_ray.records.trials import load_trials
+from blip_ray.report import markdown_table
+from blip_ray.report.selection import selection_markdown
+
+REPORT_FILE = "report.md"
+COPIED = ("table.csv", "table.tex")
+"""The final stage's files copied to the run's directory."""
+
+
+def is_protocol_dir(path: Path) -> bool:
+    """Whether ``path`` is the directory of a spec with ``search:`` (not one of its stages)."""
+    return (Path(path) / SEARCH_STAGE).is_dir()
+
+
+def write_protocol_report(top: Path) -> str:
+    """Write ``top/report.md`` (and the final stage's tables beside it); returns what to print:
+    the final table and the selection."""
+    top = Path(top)
+    record = read_json(top / SELECTION_FILE)
+    if record is None:
+        raise UserError(
+            f"{top}: the search has not finished, so nothing is selected yet; resume the run "
+            f"(blip-ray run SPEC --resume --name {top.name}), or report the search stage alone: "
+            f"blip-ray report {top / SEARCH_STAGE}"
+        )
+    spec = read_spec_record(top) or {}
+    final_dir = top / FINAL_STAGE
+    trials = load_trials(final_dir) if final_dir.is_dir() else []
+    table = markdown_table(trials) if trials else "(the final stage has not started)"
+    selection = selection_markdown(record)
+    lines = [
+        f"# {spec.get('name', top.name)} ({spec.get('benchmark', '?')}): chosen on validation, "
+        "reported on test",
+        "",
+        "Each method's configuration was chosen by the search below on validation scores only; "
+        f"the table is its final runs on the seeds the search never used "
+        f"({', '.join(map(str, record['final_seeds']))}), scored on test.",
+        "",
+        table,
+        "",
+        f"Full reports: [final stage]({FINAL_STAGE}/{REPORT_FILE}) (statistics, plots, "
+        f"provenance with the selection), [search stage]({SEARCH_STAGE}/{REPORT_FILE}).",
+        "",
+        selection,
+    ]
+    (top / REPORT_FILE).write_text("\n".join(lines))
+    for name in COPIED:
+        if (final_dir / name).exists():
+            shutil.copyfile(final_dir / name, top / name)
+    return f"{table}\n\n{selection}"

@@ -1,0 +1,266 @@
+"""The selection protocol: ``search:`` in the spec, the search stage's configurations, the choice on
+validation scores, and both stages run and resumed through the harness."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from blip_ray.errors import UserError
+from blip_ray.experiments.plan.dry_run import dry_run_text
+from blip_ray.experiments.plan.estimate import Estimate
+from blip_ray.experiments.plan.grid import plan_trials, stage_plans
+from blip_ray.experiments.plan.stages import configurations, final_stage, search_stage
+from blip_ray.experiments.specs.checks import SpecError
+from blip_ray.experiments.specs.experiment import parse_spec
+from blip_ray.records.layout import FINAL_STAGE, SEARCH_STAGE, SELECTION_FILE, read_provenance
+from blip_ray.records.trials import TrialResult, load_trials, task_rows
+from blip_ray.report.selection import select, selection_markdown, selection_record
+
+SPEC = {
+    "name": "searched",
+    "benchmark": "pdigits",
+    "fc_width": 32,
+    "tasks": 3,
+    "train": {"lr": {"loguniform": [0.01, 0.3]}, "epochs": 1},
+    "methods": {
+        "blip": {"f_prior": {"loguniform": [1e-17, 1e-13]}, "fisher_batches": 2},
+        "ewc": {"lamb": {"grid": [10.0, 100.0]}},
+        "finetune": {},
+    },
+    "seeds": [0, 1],
+    "search": {"budget": 3, "seeds": [100, 101], "protocol": "first_tasks", "first_tasks": 2},
+}
+
+
+def spec_with(**search):
+    raw = copy.deepcopy(SPEC)
+    raw["search"] |= search
+    return raw
+
+
+def test_the_search_section_is_read_with_its_defaults():
+    search = parse_spec(SPEC).search
+    assert (search.algorithm, search.budget, search.metric, search.mode) == (
+        "random",
+        3,
+        "acc",
+        "max",
+    )
+    assert search.seeds == (100, 101) and search.search_tasks(3) == 2
+    assert parse_spec(spec_with(metric="forgetting")).search.mode == "min"
+    without = copy.deepcopy(SPEC)
+    del without["search"]
+    assert parse_spec(without).search is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seeds": [1, 100]}, "search.seeds: seed 1 is also a final seed"),
+        ({"seeds": []}, "search.seeds: expected a non-empty list"),
+        ({"budget": 0}, "search.budget: must be >= 1"),
+        ({"algorithm": "bayes"}, "search.algorithm: expected one of grid, random, optuna"),
+        ({"metric": "fwt"}, "search.metric: expected one of acc, bwt, bwt_gem, forgetting"),
+        ({"first_tasks": 4}, "search.first_tasks: the run has 3 tasks, got 4"),
+        ({"first_tasks": 1, "metric": "bwt"}, "search.first_tasks: bwt needs at least 2 tasks"),
+        ({"protocol": "full"}, "search.first_tasks: only protocol first_tasks reads it"),
+        ({"algorithm": "grid"}, "methods.blip.f_prior: a grid search cannot draw"),
+        ({"bogus": 1}, "search: unknown key 'bogus'"),
+    ],
+)
+def test_a_wrong_search_section_is_refused_with_one_line(change, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")) as err:
+        parse_spec(spec_with(**change))
+    assert "\n" not in str(err.value)
+
+
+def test_a_grid_search_larger_than_the_budget_is_refused():
+    raw = spec_with(algorithm="grid", budget=2)
+    raw["train"] = {"lr": 0.1, "epochs": 1}
+    raw["methods"] = {"ewc": {"lamb": {"grid": [1.0, 10.0, 100.0]}}}
+    with pytest.raises(SpecError, match="methods.ewc: its grid holds 3 configurations, above"):
+        parse_spec(raw)
+    raw["search"]["budget"] = 3
+    assert configurations(parse_spec(raw)) == {
+        "ewc": ({"lamb": 1.0}, {"lamb": 10.0}, {"lamb": 100.0})
+    }
+
+
+def test_samples_and_references_do_not_mix_with_a_search():
+    with pytest.raises(SpecError, match="samples: a spec with search:"):
+        parse_spec(SPEC | {"samples": 2})
+    with pytest.raises(SpecError, match="--references: .* it has no search"):
+        parse_spec(SPEC).as_references()
+
+
+def test_every_method_gets_the_budget_and_the_draws_are_reproducible():
+    spec = parse_spec(SPEC)
+    drawn = configurations(spec)
+    assert drawn == configurations(parse_spec(SPEC))  # same spec, same configurations
+    assert [len(drawn[m]) for m in ("blip", "ewc", "finetune")] == [3, 3, 3]
+    for configuration in drawn["blip"]:
+        assert configuration["fisher_batches"] == 2  # fixed values ride along
+        assert 1e-17 <= configuration["f_prior"] <= 1e-13
+        assert 0.01 <= configuration["train.lr"] <= 0.3
+    assert len({c["train.lr"] for c in drawn["blip"]}) == 3
+    # one method's draws do not depend on the others listed
+    alone = copy.deepcopy(SPEC)
+    alone["methods"] = {"blip": SPEC["methods"]["blip"]}
+    assert configurations(parse_spec(alone))["blip"] == drawn["blip"]
+    # a method with nothing searched runs once; a finite space below the budget runs whole
+    fixed = copy.deepcopy(SPEC)
+    fixed["train"] = {"lr": 0.1, "epochs": 1}
+    fixed_drawn = configurations(parse_spec(fixed))
+    assert fixed_drawn["finetune"] == ({},)
+    assert fixed_drawn["ewc"] == ({"lamb": 10.0}, {"lamb": 100.0})
+    assert [m.settings for m in plan_trials(search_stage(parse_spec(fixed))).methods] == [3, 2, 1]
+
+
+def test_the_stages_use_disjoint_seeds_and_the_protocols_tasks():
+    spec = parse_spec(SPEC)
+    search = search_stage(spec)
+    final = final_stage(spec, {"blip": {"f_prior": 1e-15}, "ewc": {"lamb": 10.0}, "finetune": {}})
+    assert search.seeds == (100, 101) and final.seeds == (0, 1)
+    assert not set(search.seeds) & set(final.seeds)
+    assert (search.tasks, final.tasks) == (2, 3)
+    assert final.configurations["ewc"] == ({"lamb": 10.0},)
+    assert [p.trials for p in stage_plans(spec)] == [9 * 2, 3 * 2]
+    with pytest.raises(ValueError, match="no chosen configuration for finetune"):
+        final_stage(spec, {"blip": {}, "ewc": {}})
+
+
+def test_the_dry_run_shows_both_stages():
+    text = dry_run_text(
+        parse_spec(SPEC), cpus=2, estimator=lambda spec, at_once: Estimate(60.0, "fake")
+    )
+    assert "random search, 3 configurations per method on validation acc (max)" in text
+    assert "search stage:\n  searched-search (pdigits): 18 trials" in text
+    assert "final stage:\n  searched-final (pdigits): 6 trials" in text
+    assert "both stages: 24 trials; estimated wall time about 2m 00s" in text
+
+
+def trial(method, seed, hp, valid, test, status="ok"):
+    return TrialResult(
+        trial_id=f"{method}-{seed}-{hp}",
+        method=method,
+        seed=seed,
+        hyperparameters=hp,
+        status=status,
+        task_names=["a", "b"],
+        matrix=test,
+        valid_matrix=valid,
+    )
+
+
+GOOD, BAD = [[0.9, 0.5], [0.9, 0.9]], [[0.6, 0.5], [0.6, 0.6]]
+
+
+def test_selection_follows_validation_even_where_test_disagrees():
+    trials = [
+        # lamb 1: best on validation, worst on test
+        trial("ewc", 100, {"lamb": 1.0}, valid=GOOD, test=BAD),
+        trial("ewc", 101, {"lamb": 1.0}, valid=GOOD, test=BAD),
+        trial("ewc", 100, {"lamb": 2.0}, valid=BAD, test=GOOD),
+        trial("ewc", 101, {"lamb": 2.0}, valid=BAD, test=GOOD),
+    ]
+    chosen = select(trials, metric="acc", higher_is_better=True, seeds=[100, 101])["ewc"].chosen
+    assert chosen.configuration == {"lamb": 1.0} and chosen.score == pytest.approx(0.9)
+    # lower is better for forgetting: the other way round
+    low = select(trials, metric="forgetting", higher_is_better=False, seeds=[100, 101])
+    assert low["ewc"].chosen.configuration == {"lamb": 1.0}  # GOOD forgets 0.0, BAD 0.0: a tie
+    worse = [t for t in trials if t.hyperparameters == {"lamb": 2.0}]
+    for t in worse:
+        t.valid_matrix = [[0.9, 0.5], [0.9, 0.5]]  # no forgetting of task a, b learned less
+    forgot = [trial("ewc", s, {"lamb": 3.0}, [[0.9, 0.5], [0.5, 0.9]], GOOD) for s in (100, 101)]
+    ranked = select(trials + forgot, metric="forgetting", higher_is_better=False, seeds=[100, 101])
+    assert [s.rank for s in ranked["ewc"].scored] == [1, 2, 3]
+
+
+def test_a_configuration_missing_a_seed_cannot_be_chosen():
+    trials = [
+        trial("ewc", 100, {"lamb": 1.0}, valid=GOOD, test=GOOD),  # 101 failed: incomplete
+        trial("ewc", 101, {"lamb": 1.0}, valid=None, test=[], status="failed"),
+        trial("ewc", 100, {"lamb": 2.0}, valid=BAD, test=BAD),
+        trial("ewc", 101, {"lamb": 2.0}, valid=BAD, test=BAD),
+    ]
+    selection = select(trials, metric="acc", higher_is_better=True, seeds=[100, 101])["ewc"]
+    assert selection.chosen.configuration == {"lamb": 2.0}
+    assert [s.rank for s in selection.scored] == [None, 1]
+    with pytest.raises(UserError, match="no configuration of ewc finished on every search seed"):
+        select(trials[:2], metric="acc", higher_is_better=True, seeds=[100, 101])
+
+
+def test_the_selection_record_and_tables():
+    trials = [
+        trial("ewc", s, {"lamb": lamb, "x": 1}, valid=v, test=GOOD)
+        for s in (100, 101)
+        for lamb, v in ((1.0, BAD), (2.0, GOOD))
+    ]
+    settings = {
+        "algorithm": "random",
+        "budget": 2,
+        "metric": "acc",
+        "mode": "max",
+        "tasks_searched": 2,
+        "tasks": 2,
+        "search_seeds": [100, 101],
+        "final_seeds": [0],
+    }
+    record = selection_record(
+        select(trials, metric="acc", higher_is_better=True, seeds=[100, 101]), settings
+    )
+    assert record["methods"]["ewc"]["chosen"] == {"lamb": 2.0, "x": 1}
+    assert record["methods"]["ewc"]["configurations"] == 2
+    json.dumps(record)  # plain JSON
+    text = selection_markdown(record)
+    assert "| ewc | 2 | lamb=2.0 | 0.900 |" in text  # the varied key only
+    assert "| ewc | 1 | lamb=2.0 | 0.900 | 0.900, 0.900 |" in text
+    assert "| ewc | 2 | lamb=1.0 | 0.600 | 0.600, 0.600 |" in text
+
+
+@pytest.mark.ray
+def test_both_stages_run_and_resume(ray_session, tmp_path):
+    """A failure in each stage: resuming continues that stage and never reruns a finished one."""
+    from blip_ray.experiments.run.protocol import run_protocol
+
+    raw = spec_with(budget=2)
+    raw |= {"tasks": 2, "max_failures": 0, "inject_failure": {"after_task": 0}}
+    raw["search"] |= {"protocol": "full"}
+    del raw["search"]["first_tasks"]
+    spec = parse_spec(raw)
+    with pytest.raises(UserError, match="no configuration of blip finished on every search seed"):
+        run_protocol(spec, storage=str(tmp_path), name="p", verbose=0)
+    top = tmp_path / "p"
+    assert not (top / SELECTION_FILE).exists() and not (top / FINAL_STAGE).exists()
+
+    first = run_protocol(spec, storage=str(tmp_path), resume=True, verbose=0)
+    assert first.experiment_dir == top
+    searched = load_trials(top / SEARCH_STAGE)
+    assert len(searched) == 3 * 2 * 2  # 3 methods x budget 2 x 2 seeds and all(t.status == "ok" for t in searched)
+    assert {t.seed for t in searched} == {100, 101}
+    final = load_trials(top / FINAL_STAGE)
+    assert len(final) == 3 * 2 and all(t.status == "failed" for t in final)
+    search_rows = task_rows(top / SEARCH_STAGE)
+
+    resumed = run_protocol(spec, storage=str(tmp_path), resume=True, verbose=0)
+    assert resumed.failed == 0
+    assert task_rows(top / SEARCH_STAGE) == search_rows  # the search did not run again
+    for trial_id, tasks in task_rows(top / FINAL_STAGE).items():
+        assert tasks == [0, 1], f"{trial_id} redid a task: {tasks}"
+    record = json.loads((top / SELECTION_FILE).read_text())
+    final = load_trials(top / FINAL_STAGE)
+    assert {t.seed for t in final} == {0, 1}
+    for t in final:  # each method's chosen configuration, training setting included
+        assert t.hyperparameters == record["methods"][t.method]["chosen"]
+        assert "train.lr" in t.hyperparameters
+    for method, entry in record["methods"].items():
+        best = max(s["score"] for s in entry["tried"] if s["complete"])
+        assert entry["score"] == best, method
+    segment = read_provenance(top / FINAL_STAGE)["segments"][-1]
+    assert segment["selection"]["methods"] == record["methods"]
+    report = (top / "report.md").read_text()
+    assert "## Selection (validation)" in report and "## Search trials" in report
+    assert (top / "table.csv").exists()
