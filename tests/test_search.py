@@ -239,7 +239,9 @@ def test_both_stages_run_and_resume(ray_session, tmp_path):
     first = run_protocol(spec, storage=str(tmp_path), resume=True, verbose=0)
     assert first.experiment_dir == top
     searched = load_trials(top / SEARCH_STAGE)
-    assert len(searched) == 3 * 2 * 2  # 3 methods x budget 2 x 2 seeds and all(t.status == "ok" for t in searched)
+    assert (
+        len(searched) == 3 * 2 * 2
+    )  # 3 methods x budget 2 x 2 seeds and all(t.status == "ok" for t in searched)
     assert {t.seed for t in searched} == {100, 101}
     final = load_trials(top / FINAL_STAGE)
     assert len(final) == 3 * 2 and all(t.status == "failed" for t in final)
@@ -264,3 +266,86 @@ def test_both_stages_run_and_resume(ray_session, tmp_path):
     report = (top / "report.md").read_text()
     assert "## Selection (validation)" in report and "## Search trials" in report
     assert (top / "table.csv").exists()
+
+
+def optuna_spec(**search):
+    raw = spec_with(algorithm="optuna", **search)
+    raw["methods"] = {"blip": raw["methods"]["blip"], "finetune": {}}
+    return parse_spec(raw)
+
+
+def finished(trial_config, value):
+    """A search trial's last result whose validation matrix scores ``value`` (ACC)."""
+    return {"num_tasks": 2, "tasks_done": 2, "valid_matrix": [[value, 0.0], [value, value]]}
+
+
+def test_the_optuna_search_runs_each_configuration_on_every_seed_within_the_budget(tmp_path):
+    from blip_ray.experiments.run.searchers import MethodSearch, method_search
+
+    spec = search_stage(optuna_spec())
+    searcher = method_search(spec, {"shared": True})
+    handed, scores = [], {}
+    for n in range(100):
+        config = searcher.suggest(f"t{n}")
+        if config is MethodSearch.FINISHED:
+            break
+        if config is None:  # waiting for scores: finish the oldest running trial
+            trial_id = next(iter(scores))
+            searcher.on_trial_complete(trial_id, finished(None, scores.pop(trial_id)))
+            continue
+        assert config["run"] == {"shared": True}
+        method = config["method"]
+        handed.append((method["name"], json.dumps([method["hp"], method["train"]]), method["seed"]))
+        scores[f"t{n}"] = 0.5
+        if len(scores) > 3:
+            trial_id = next(iter(scores))
+            searcher.on_trial_complete(trial_id, finished(None, scores.pop(trial_id)))
+    else:
+        pytest.fail("the search never finished")
+    for trial_id, value in scores.items():
+        searcher.on_trial_complete(trial_id, finished(None, value))
+    # budget 3 each (finetune searches train.lr), every configuration on both search seeds
+    per_method = {m: {c for name, c, _ in handed if name == m} for m in ("blip", "finetune")}
+    assert [len(per_method["blip"]), len(per_method["finetune"])] == [3, 3]
+    assert len(handed) == 3 * 2 * 2 == len(set(handed))
+    assert {seed for *_, seed in handed} == {100, 101}
+    for name, configuration, _ in handed:
+        hp, train = json.loads(configuration)
+        assert 0.01 <= train["lr"] <= 0.3
+        if name == "blip":
+            assert hp["fisher_batches"] == 2 and 1e-17 <= hp["f_prior"] <= 1e-13
+
+
+def test_the_optuna_search_resumes_from_its_saved_state(tmp_path):
+    from blip_ray.experiments.run.searchers import method_search
+
+    spec = search_stage(optuna_spec())
+    searcher = method_search(spec, {})
+    first = [searcher.suggest(f"t{n}") for n in range(2)]
+    for n, _ in enumerate(first):
+        searcher.on_trial_complete(f"t{n}", finished(None, 0.4 + n / 10))
+    searcher.save(str(tmp_path / "state.pkl"))
+    later = [searcher.suggest(f"t{n}") for n in range(2, 6)]
+    restored = method_search(spec, {})
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert [restored.suggest(f"t{n}") for n in range(2, 6)] == later
+
+
+@pytest.mark.ray
+def test_an_optuna_search_runs_through_the_harness(ray_session, tmp_path):
+    from blip_ray.experiments.run.protocol import run_protocol
+
+    raw = spec_with(algorithm="optuna", budget=2, seeds=[100])
+    raw |= {"tasks": 2}
+    raw["methods"] = {"ewc": {"lamb": {"loguniform": [1.0, 1000.0]}}}
+    raw["train"] = {"lr": 0.1, "epochs": 1}
+    raw["search"]["first_tasks"] = 1
+    outcome = run_protocol(parse_spec(raw), storage=str(tmp_path), name="o", verbose=0)
+    assert outcome.failed == 0 and outcome.trials == 2 + 2
+    searched = load_trials(tmp_path / "o" / SEARCH_STAGE)
+    assert len({t.hyperparameters["lamb"] for t in searched}) == 2
+    assert all(len(t.matrix) == 1 for t in searched)  # first_tasks: 1
+    record = json.loads((tmp_path / "o" / SELECTION_FILE).read_text())
+    assert record["algorithm"] == "optuna"
+    (final,) = {json.dumps(t.hyperparameters) for t in load_trials(tmp_path / "o" / FINAL_STAGE)}
+    assert json.loads(final) == record["methods"]["ewc"]["chosen"]

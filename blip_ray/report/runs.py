@@ -19,6 +19,8 @@ from typing import Any
 
 from blip_ray.errors import UserError
 from blip_ray.records.layout import (
+    FINAL_STAGE,
+    SEARCH_STAGE,
     UnreadableFile,
     differences,
     read_provenance,
@@ -30,6 +32,7 @@ from blip_ray.records.layout import (
 )
 from blip_ray.records.trials import TrialResult, load_trials, normalize_rl_returns, trial_order
 from blip_ray.report import markdown_table, render_markdown, table_rows, write_report
+from blip_ray.report.protocol import is_protocol_dir, write_protocol_report
 from blip_ray.report.references import write_references
 from blip_ray.report.tables import setting_label
 
@@ -44,6 +47,10 @@ def report_experiments(
     """``blip-ray report``: one experiment's report (into ``out``, else in place), or the pooled
     report of several into ``out``; returns the trials and the table to print."""
     run_dirs, skipped = [Path(d) for d in run_dirs], []
+    if len(run_dirs) == 1 and is_protocol_dir(run_dirs[0]):
+        return _report_protocol(run_dirs[0], out=out, reference_returns=reference_returns)
+    # a run with search: pools by its final stage (its search trials ran other seeds and tasks)
+    run_dirs = [d / FINAL_STAGE if is_protocol_dir(d) else d for d in run_dirs]
     for run_dir in run_dirs:
         _check_holds_trials(run_dir)
     if len(run_dirs) == 1:
@@ -82,6 +89,24 @@ def report_experiments(
         sources=[run_dir.name for run_dir in run_dirs],
     )
     return trials, render_markdown(table_rows(trials))
+
+
+def _report_protocol(
+    top: Path, *, out: Path | None, reference_returns: dict[str, float] | None
+) -> tuple[list[TrialResult], str]:
+    """A run with ``search:``, in place: each stage's report, then the run's own."""
+    if out is not None:
+        raise UserError(
+            f"--out: {top} is a run with search:, reported in place; to report its final runs "
+            f"elsewhere, pass its final stage: blip-ray report {top / FINAL_STAGE} --out {out}"
+        )
+    trials: list[TrialResult] = []
+    for stage in (SEARCH_STAGE, FINAL_STAGE):
+        if (top / stage).is_dir() and any(True for _ in trial_dirs(top / stage)):
+            trials, _ = report_experiments(
+                [top / stage], out=None, reference_returns=reference_returns
+            )
+    return trials, write_protocol_report(top)
 
 
 def write_experiment_report(

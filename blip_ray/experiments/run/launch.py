@@ -98,9 +98,12 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         "rl": spec.rl.to_dict() if spec.rl is not None else None,
         "plugins": resolve(spec.plugins),
     }
-    if spec.configurations:  # a stage of a search: each method's configurations, as listed
+    if spec.stage is not None:  # a stage of a search: training settings ride per configuration
         run["train"] = dataclasses.asdict(spec.train)
         run["train_searched"] = []
+    if _proposed_by_optuna(spec):
+        return {"run": run}  # searchers.MethodSearch proposes each trial's method entry
+    if spec.configurations:  # a stage of a search: each method's configurations, as listed
         methods = [
             {"name": name, "hp": hp, "train": train, "seed": tune.grid_search(list(spec.seeds))}
             for name, listed in spec.configurations.items()
@@ -116,6 +119,19 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
         for name, hp in spec.methods.items()
     ]
     return {"run": run, "method": tune.grid_search(methods)}
+
+
+def _proposed_by_optuna(spec: ExperimentSpec) -> bool:
+    return spec.stage == "search" and spec.search is not None and spec.search.algorithm == "optuna"
+
+
+def _search_alg(spec: ExperimentSpec) -> Any:
+    """Tune's variant generator over :func:`param_space`, or an Optuna search stage's searcher."""
+    if _proposed_by_optuna(spec):
+        from blip_ray.experiments.run.searchers import method_search
+
+        return method_search(spec, param_space(spec)["run"])
+    return BasicVariantGenerator(constant_grid_search=True)
 
 
 def planned_trials(spec: ExperimentSpec) -> int:
@@ -223,9 +239,10 @@ def _tuner(spec: ExperimentSpec, experiment_dir: Path, *, resume: bool, verbose:
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            num_samples=spec.samples,
+            # an Optuna search proposes every trial: as many samples as its trials
+            num_samples=planned_trials(spec) if _proposed_by_optuna(spec) else spec.samples,
             max_concurrent_trials=spec.max_concurrent,
-            search_alg=BasicVariantGenerator(constant_grid_search=True),
+            search_alg=_search_alg(spec),
             # A trial's randomness is all seeded by the trial, so a finished trial's process
             # can run the next one: no process start and imports per trial (many tiny trials).
             reuse_actors=True,
