@@ -267,6 +267,14 @@ def test_both_stages_run_and_resume(ray_session, tmp_path):
     assert "## Selection (validation)" in report and "## Search trials" in report
     assert (top / "table.csv").exists()
 
+    # a spec naming this selection runs the final stage alone, with the same configurations
+    raw["search"]["selection"] = str(top / SELECTION_FILE)
+    again = run_protocol(parse_spec(raw), storage=str(tmp_path), name="again", verbose=0)
+    assert again.trials == 3 * 2 and not (tmp_path / "again" / SEARCH_STAGE).exists()
+    for t in load_trials(tmp_path / "again" / FINAL_STAGE):
+        assert t.hyperparameters == record["methods"][t.method]["chosen"]
+    assert "This run took the selection from" in (tmp_path / "again" / "report.md").read_text()
+
 
 def optuna_spec(**search):
     raw = spec_with(algorithm="optuna", **search)
@@ -349,3 +357,28 @@ def test_an_optuna_search_runs_through_the_harness(ray_session, tmp_path):
     assert record["algorithm"] == "optuna"
     (final,) = {json.dumps(t.hyperparameters) for t in load_trials(tmp_path / "o" / FINAL_STAGE)}
     assert json.loads(final) == record["methods"]["ewc"]["chosen"]
+
+
+def test_a_committed_selection_is_checked_against_the_spec(tmp_path):
+    record = {
+        "metric": "acc",
+        "search_seeds": [100, 101],
+        "methods": {m: {"chosen": {}} for m in ("blip", "ewc", "finetune")},
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(record))
+    spec = parse_spec(spec_with(selection="selection.json"), base=tmp_path)
+    assert spec.search.selection_path == str(tmp_path / "selection.json")
+    assert [p.trials for p in stage_plans(spec)] == [3 * 2]  # the final stage only
+    text = dry_run_text(spec, cpus=2, estimator=lambda spec, at_once: Estimate(1.0, "fake"))
+    assert "selection: selection.json (committed; the search is not run)" in text
+    assert "search stage" not in text
+    with pytest.raises(SpecError, match="search.selection: missing.json: no such file"):
+        parse_spec(spec_with(selection="missing.json"), base=tmp_path)
+    del record["methods"]["ewc"]
+    (tmp_path / "selection.json").write_text(json.dumps(record))
+    with pytest.raises(SpecError, match="chooses nothing for ewc"):
+        parse_spec(spec_with(selection="selection.json"), base=tmp_path)
+    record["methods"]["ewc"] = {"chosen": {}}
+    (tmp_path / "selection.json").write_text(json.dumps(record))
+    with pytest.raises(SpecError, match="its search used search_seeds \\[100, 101\\], this spec"):
+        parse_spec(spec_with(selection="selection.json", seeds=[7]), base=tmp_path)

@@ -30,7 +30,7 @@ COPIED = ("table.csv", "table.tex")
 
 def is_protocol_dir(path: Path) -> bool:
     """Whether ``path`` is the directory of a spec with ``search:`` (not one of its stages)."""
-    return (Path(path) / SEARCH_STAGE).is_dir()
+    return (Path(path) / SEARCH_STAGE).is_dir() or (Path(path) / SELECTION_FILE).is_file()
 
 
 def write_protocol_report(top: Path) -> str:

@@ -151,7 +151,8 @@ def selection_markdown(record: Mapping[str, Any]) -> str:
         f"is better) averaged over {len(seeds)} search seed{'s' * (len(seeds) != 1)} "
         f"({', '.join(map(str, seeds))}) on {record['tasks_searched']} of "
         f"{record['tasks']} tasks; test scores are not read. The final runs use seeds "
-        f"{', '.join(map(str, record['final_seeds']))}.",
+        f"{', '.join(map(str, record['final_seeds']))}."
+        + (f" This run took the selection from {record['from']}." if record.get("from") else ""),
         "",
         f"| Method | Configurations | Chosen | Validation {metric} |",
         "|---|---|---|---|",

@@ -72,12 +72,16 @@ def _stages_text(
         ("search stage", search_stage(spec)),
         ("final stage", final_stage(spec, {name: {} for name in spec.methods})),
     ]
+    if spec.search.selection is not None:
+        stages = stages[1:]
     total, seconds = 0, 0.0
     lines = [
         f"{spec.name} ({spec.benchmark}): {spec.search.describe(spec.tasks)}, then each "
         f"method's chosen configuration on seeds {', '.join(map(str, spec.seeds))}; dry run, "
         "nothing started"
     ]
+    if spec.search.selection is not None:
+        lines.append(f"selection: {spec.search.selection} (committed; the search is not run)")
     for title, stage in stages:
         plan = plan_trials(stage)
         total += plan.trials

@@ -126,8 +126,10 @@ def stage_plans(spec: ExperimentSpec) -> list[TrialPlan]:
         return [plan_trials(spec)]
     from blip_ray.experiments.plan.stages import final_stage, search_stage
 
-    placeholder = {name: {} for name in spec.methods}
-    return [plan_trials(search_stage(spec)), plan_trials(final_stage(spec, placeholder))]
+    final = plan_trials(final_stage(spec, {name: {} for name in spec.methods}))
+    if spec.search.selection_path is not None:  # a committed selection: the final stage only
+        return [final]
+    return [plan_trials(search_stage(spec)), final]
 
 
 def _settings(spec: ExperimentSpec, method: str) -> int:

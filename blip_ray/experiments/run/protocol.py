@@ -19,6 +19,7 @@ from blip_ray.experiments.plan.stages import final_stage, search_stage
 from blip_ray.experiments.run.launch import RunOutcome, run_experiment
 from blip_ray.experiments.run.storage import protocol_dir_for
 from blip_ray.experiments.specs.experiment import ExperimentSpec
+from blip_ray.experiments.specs.search import read_selection
 from blip_ray.records.layout import (
     FINAL_STAGE,
     SEARCH_STAGE,
@@ -57,20 +58,26 @@ def run_protocol(
     print(f"{spec.name}: {search.describe(spec.tasks)}; then the final runs on seeds "
           f"{', '.join(map(str, spec.seeds))}", flush=True)  # fmt: skip
 
-    searched = run_experiment(
-        search_stage(spec), name=SEARCH_STAGE, resume=_started(top / SEARCH_STAGE), **stages
-    )
-    if searched.interrupted:
-        return _in_run_dir(searched, top, table=searched.table)
-    record = selection_record(
-        select(
-            load_trials(top / SEARCH_STAGE),
-            metric=search.metric,
-            higher_is_better=search.higher_is_better,
-            seeds=search.seeds,
-        ),
-        selection_settings(spec),
-    )
+    committed = read_selection(search, spec.methods)
+    searched = None
+    if committed is not None:  # a committed search's choice: the final stage only
+        record = committed | {"from": search.selection}
+        print(f"selection: {search.selection} (the search is not run again)", flush=True)
+    else:
+        searched = run_experiment(
+            search_stage(spec), name=SEARCH_STAGE, resume=_started(top / SEARCH_STAGE), **stages
+        )
+        if searched.interrupted:
+            return _in_run_dir(searched, top, table=searched.table)
+        record = selection_record(
+            select(
+                load_trials(top / SEARCH_STAGE),
+                metric=search.metric,
+                higher_is_better=search.higher_is_better,
+                seeds=search.seeds,
+            ),
+            selection_settings(spec),
+        )
     write_json(top / SELECTION_FILE, record)
 
     final = run_experiment(
@@ -82,9 +89,10 @@ def run_protocol(
     )
     table = write_protocol_report(top)
     outcome = _in_run_dir(final, top, table=table)
-    outcome.trials += searched.trials
-    outcome.failed += searched.failed
-    outcome.wall_s += searched.wall_s
+    if searched is not None:
+        outcome.trials += searched.trials
+        outcome.failed += searched.failed
+        outcome.wall_s += searched.wall_s
     return outcome
 
 

@@ -16,6 +16,7 @@ from blip_ray.records.layout import (
     ABSENT,
     CHECKPOINT_GLOB,
     EXPERIMENT_STATE,
+    FINAL_STAGE,
     PROVENANCE_FILE,
     RESULT_KEYS,
     SEARCH_STAGE,
@@ -82,7 +83,9 @@ def protocol_dir_for(
 
 def _resumable(path: Path, *, search: bool, tune: Any) -> bool:
     """Tune can continue the experiment at ``path`` (a search spec's: its search stage)."""
-    return tune.Tuner.can_restore(str(path / SEARCH_STAGE if search else path))
+    if not search:
+        return tune.Tuner.can_restore(str(path))
+    return any(tune.Tuner.can_restore(str(path / stage)) for stage in (SEARCH_STAGE, FINAL_STAGE))
 
 
 def check_resumable(experiment_dir: Path) -> None:

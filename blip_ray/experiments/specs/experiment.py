@@ -22,7 +22,12 @@ from typing import Any
 from blip_ray.data import SEQUENCES
 from blip_ray.experiments.specs import checks
 from blip_ray.experiments.specs.checks import SearchLeaf, SpecError
-from blip_ray.experiments.specs.search import SearchSettings, check_spaces, parse_search
+from blip_ray.experiments.specs.search import (
+    SearchSettings,
+    check_spaces,
+    parse_search,
+    read_selection,
+)
 from blip_ray.experiments.specs.tracks import method_networks, rl_section, supervised_sections
 from blip_ray.methods import METHODS
 from blip_ray.plugins import PluginError, load_plugins
@@ -225,14 +230,19 @@ def load_spec(
     """Read and validate a YAML spec file; ``plugins`` (``--plugin``) are imported first and
     ``loggers`` (``--logger``) add to the spec's."""
     raw = checks.read_yaml(path, example="a YAML file such as benchmarks/pdigits.yaml")
-    return parse_spec(raw, plugins=plugins, loggers=loggers)
+    return parse_spec(raw, plugins=plugins, loggers=loggers, base=Path(path).parent)
 
 
 def parse_spec(
-    raw: Any, *, plugins: Sequence[str] = (), loggers: Sequence[str] = ()
+    raw: Any,
+    *,
+    plugins: Sequence[str] = (),
+    loggers: Sequence[str] = (),
+    base: Path | None = None,
 ) -> ExperimentSpec:
     """Validate a spec already loaded into Python objects, after importing its plugins;
-    ``loggers`` add to the spec's ``loggers:``."""
+    ``loggers`` add to the spec's ``loggers:``; ``base``: the spec file's directory (relative
+    paths in it start there)."""
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping of keys (name, benchmark, methods, seeds, ...)")
     checks.unknown(raw, TOP_KEYS, "spec")
@@ -282,8 +292,9 @@ def parse_spec(
     if not rl:
         method_networks(methods, benchmark, track)
     tasks = _tasks(raw.get("tasks"), benchmark)
-    search = parse_search(raw.get("search"), final_seeds=seeds, tasks=tasks)
+    search = parse_search(raw.get("search"), final_seeds=seeds, tasks=tasks, base=base)
     if search is not None:
+        read_selection(search, methods)
         if "samples" in raw:
             raise SpecError(
                 "samples: a spec with search: draws search.budget configurations per method; "

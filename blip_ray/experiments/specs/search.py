@@ -20,8 +20,10 @@ searched value at all) runs each of them once; the report shows every method's c
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from blip_ray.experiments.specs import checks
@@ -57,6 +59,11 @@ class SearchSettings:
     """Tasks of a search trial under ``protocol: first_tasks``."""
     seed: int = 0
     """Seeds the searcher's own draws (random configurations, Optuna's sampler)."""
+    selection: str | None = None
+    """A committed selection (a search's ``selection.json``) to run the final stage from instead
+    of searching again; its path as given, relative to the spec file's directory."""
+    selection_path: str | None = None
+    """``selection`` resolved (absolute)."""
 
     @property
     def higher_is_better(self) -> bool:
@@ -85,11 +92,14 @@ class SearchSettings:
         )
 
 
-KEYS = {"algorithm", "budget", "metric", "protocol", "first_tasks", "seeds", "seed"}
+KEYS = {"algorithm", "budget", "metric", "protocol", "first_tasks", "seeds", "seed", "selection"}
 
 
-def parse_search(raw: Any, *, final_seeds: tuple[int, ...], tasks: int) -> SearchSettings | None:
-    """The ``search:`` section checked against the run's final seeds and task count."""
+def parse_search(
+    raw: Any, *, final_seeds: tuple[int, ...], tasks: int, base: Path | None = None
+) -> SearchSettings | None:
+    """The ``search:`` section checked against the run's final seeds and task count; ``base``:
+    the spec file's directory (a relative ``selection`` path starts there)."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -143,7 +153,14 @@ def parse_search(raw: Any, *, final_seeds: tuple[int, ...], tasks: int) -> Searc
             )
     elif first is not None:
         raise SpecError("search.first_tasks: only protocol first_tasks reads it; remove it")
+    selection = raw.get("selection")
+    path = None
+    if selection is not None:
+        selection = checks.string(selection, "search.selection")
+        path = str(((base or Path.cwd()) / Path(selection).expanduser()).resolve())
     return SearchSettings(
+        selection=selection,
+        selection_path=path,
         seeds=seeds,
         algorithm=algorithm,
         budget=checks.integer(raw.get("budget", 8), "search.budget", minimum=1),
@@ -188,6 +205,38 @@ def check_spaces(
                 f"methods.{name}: its grid holds {size} configurations, above search.budget "
                 f"{search.budget}; raise the budget or use search.algorithm: random"
             )
+
+
+def read_selection(search: SearchSettings, methods: dict[str, Any]) -> dict[str, Any] | None:
+    """The committed selection ``search.selection`` names, checked to choose for every method
+    of the spec with the same search (metric, seeds, protocol); None without one."""
+    if search.selection_path is None:
+        return None
+    where = f"search.selection: {search.selection}"
+    try:
+        record = json.loads(Path(search.selection_path).read_text())
+    except FileNotFoundError:
+        raise SpecError(
+            f"{where}: no such file; give the selection.json of a finished search (relative to "
+            "the spec's directory), or remove the key to search"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{where}: unreadable ({err}); give a search's selection.json") from None
+    if not isinstance(record, dict) or not isinstance(record.get("methods"), dict):
+        raise SpecError(f"{where}: not a selection record (no methods); give a selection.json")
+    missing = [name for name in methods if name not in record["methods"]]
+    if missing:
+        raise SpecError(
+            f"{where}: chooses nothing for {', '.join(missing)}; search them (remove the key) "
+            "or remove them from methods:"
+        )
+    for key, ours in (("metric", search.metric), ("search_seeds", list(search.seeds))):
+        if record.get(key) != ours:
+            raise SpecError(
+                f"{where}: its search used {key} {record.get(key)}, this spec {ours}; use the "
+                "spec that searched, or remove the key to search again"
+            )
+    return record
 
 
 def _plural(count: int, noun: str) -> str:
