@@ -382,3 +382,32 @@ def test_a_committed_selection_is_checked_against_the_spec(tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps(record))
     with pytest.raises(SpecError, match="its search used search_seeds \\[100, 101\\], this spec"):
         parse_spec(spec_with(selection="selection.json", seeds=[7]), base=tmp_path)
+
+
+def test_an_optuna_search_on_rl_needs_reference_returns_and_scores_normalized_returns():
+    from blip_ray.experiments.run.searchers import _validation_score
+
+    raw = {
+        "name": "r",
+        "benchmark": "cartpole3",
+        "methods": {"blip": {"f_prior": {"loguniform": [1e-16, 1e-12]}}},
+        "seeds": [0],
+        "search": {"algorithm": "optuna", "seeds": [9]},
+    }
+    with pytest.raises(
+        SpecError, match="search.algorithm: optuna on cartpole3 .* has no reference"
+    ):
+        parse_spec(raw)
+    assert parse_spec(raw | {"search": {"seeds": [9]}}).search.algorithm == "random"
+    # returns 0..100 with a random policy at 10 and a reference at 110: (R - 10) / 100
+    result = {
+        "metric": "return",
+        "task_names": ["a", "b"],
+        "random_row": [10.0, 10.0],
+        "num_tasks": 2,
+        "tasks_done": 2,
+        "valid_matrix": [[60.0, 10.0], [35.0, 110.0]],
+    }
+    score = _validation_score(result, "acc", {"a": 110.0, "b": 110.0})
+    assert score == pytest.approx((0.25 + 1.0) / 2)
+    assert _validation_score(result | {"tasks_done": 1}, "acc", {"a": 1.0, "b": 1.0}) is None

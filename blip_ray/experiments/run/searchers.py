@@ -107,7 +107,10 @@ class MethodSearch(Searcher):
         key, seed = self._trials.pop(trial_id)
         configuration = self._configurations[key]
         configuration.running -= 1
-        score = None if error or not result else _validation_score(result, self._selection_metric)
+        score = None
+        if not error and result:
+            references = (self._run.get("rl") or {}).get("reference_returns") or {}
+            score = _validation_score(result, self._selection_metric, references)
         if score is None:
             configuration.failed = True
         else:
@@ -204,11 +207,18 @@ def _readable(value: Any) -> Any:
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
-def _validation_score(result: dict[str, Any], metric: str) -> float | None:
+def _validation_score(
+    result: dict[str, Any], metric: str, references: dict[str, float]
+) -> float | None:
     """The metric on a finished trial's validation matrix; None where it did not finish all its
-    tasks or holds no validation rows."""
+    tasks or holds no validation rows. RL returns are normalized per game first, from the trial's
+    own random-policy returns to the spec's reference returns (the report normalizes with the
+    random policy's mean over all trials, so its figures differ slightly)."""
     matrix = result.get("valid_matrix")
     if not matrix or result.get("failed") or result.get("tasks_done") != result.get("num_tasks"):
         return None
+    if result.get("metric") == "return":
+        high = [references[name] for name in result["task_names"]]
+        matrix = metrics.normalize_returns(matrix, result["random_row"], high).tolist()
     value = metrics.summary(matrix)[metric]
     return None if np.isnan(value) else float(value)

@@ -301,6 +301,8 @@ def parse_spec(
                 "remove samples"
             )
         check_spaces(search, methods, track.get("train_search", {}))
+        if rl and search.algorithm == "optuna":
+            _check_optuna_rl(track["rl"], rl_sequence, tasks)
     return ExperimentSpec(
         name=name,
         benchmark=benchmark,
@@ -319,6 +321,18 @@ def parse_spec(
         plugins=plugins,
         **track,
     )
+
+
+def _check_optuna_rl(rl: RlSettings, sequence: Any, tasks: int) -> None:
+    """Optuna scores each configuration as its trials end, on normalized returns: every game
+    needs its reference return (the 1 of the scale) before the search starts."""
+    missing = [t.name for t in sequence.tasks[:tasks] if t.name not in rl.reference_returns]
+    if missing:
+        raise SpecError(
+            f"search.algorithm: optuna on {sequence.name} scores normalized returns as trials "
+            f"end, and {missing[0]} has no reference return; give rl.reference_returns (blip-ray "
+            "run SPEC --references measures them) or use algorithm: random or grid"
+        )
 
 
 def _plugins(raw: Any, *, given: Sequence[str]) -> tuple[str, ...]:
