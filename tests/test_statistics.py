@@ -1,0 +1,139 @@
+"""The report's statistics (rliable's stratified bootstrap, IQM, probability of improvement,
+average ranks, Welch's test) on cases worked by hand, then their columns in a written report.
+Hand-built trials, no Ray."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from rliable import metrics as rly_metrics
+from scipy import stats
+
+from blip_ray.report import statistics
+
+REPS = 300  # enough for the properties below; a report's default is DEFAULT_REPS
+
+
+def _column(values: list[float]) -> np.ndarray:
+    """A supervised method's scores: one per seed, one game."""
+    return np.array(values, dtype=float)[:, None]
+
+
+def test_iqm_is_the_mean_of_the_middle_half() -> None:
+    # 1..8: a quarter (two values) cut at each end leaves 3, 4, 5, 6: IQM 4.5, as the mean.
+    eight = statistics.aggregate(_column([1, 2, 3, 4, 5, 6, 7, 8]), reps=REPS)
+    assert eight.iqm.point == 4.5 and eight.mean.point == 4.5
+    # One wild seed moves the mean to 16 but not the IQM.
+    outlier = statistics.aggregate(_column([1, 2, 3, 4, 5, 6, 7, 100]), reps=REPS)
+    assert outlier.mean.point == 16.0 and outlier.iqm.point == 4.5
+    # RL: the middle half of all seed x game scores (2 seeds x 4 games: 3, 4, 5, 6 again).
+    games = np.array([[1, 8, 2, 7], [3, 6, 4, 5]], dtype=float)
+    assert statistics.aggregate(games, reps=REPS).iqm.point == 4.5
+
+
+def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_seeds() -> None:
+    four = [0.6, 0.7, 0.8, 0.9]
+    few = statistics.aggregate(_column(four), reps=REPS)
+    many = statistics.aggregate(_column(four * 4), reps=REPS)  # the same spread, 16 seeds
+    for estimate in (few.mean, few.iqm, many.mean):
+        assert estimate.low < estimate.point < estimate.high
+    assert few.mean.point == pytest.approx(0.75) and many.mean.point == pytest.approx(0.75)
+    assert many.mean.high - many.mean.low < 0.75 * (few.mean.high - few.mean.low)
+    # Percentile bounds of resampled means lie within the observed values.
+    assert few.mean.low >= 0.6 and few.mean.high <= 0.9
+
+
+def test_identical_seeds_give_a_degenerate_interval_one_seed_none_and_nan_no_estimate() -> None:
+    same = statistics.aggregate(_column([0.5, 0.5, 0.5]), reps=REPS)
+    assert same.mean == statistics.Interval(0.5, 0.5, 0.5) and same.iqm.low == same.iqm.high
+    alone = statistics.aggregate(_column([0.5]), reps=REPS)
+    assert alone.mean.point == 0.5 and math.isnan(alone.mean.low) and math.isnan(alone.iqm.high)
+    undefined = statistics.aggregate(_column([0.5, math.nan]), reps=REPS)
+    assert math.isnan(undefined.mean.point) and math.isnan(undefined.iqm.point)
+    assert math.isnan(statistics.aggregate(np.empty((3, 0)), reps=REPS).mean.point)
+
+
+def test_the_bootstrap_is_reproducible_and_leaves_numpys_generator_as_it_was() -> None:
+    scores = _column([0.1, 0.5, 0.2, 0.9, 0.4])
+    np.random.seed(123)
+    expected_draw = np.random.rand()
+    np.random.seed(123)
+    first = statistics.aggregate(scores, reps=REPS)
+    assert np.random.rand() == expected_draw  # the caller's stream is untouched
+    assert statistics.aggregate(scores, reps=REPS) == first
+    assert statistics.aggregate(scores, reps=REPS, seed=1) != first
+
+
+def test_probability_of_improvement_is_one_half_for_identical_and_one_for_disjoint_scores() -> None:
+    low, high = _column([0.1, 0.2, 0.3]), _column([0.7, 0.8, 0.9])
+    assert statistics.improvement(low, low, reps=REPS).point == 0.5
+    above = statistics.improvement(high, low, reps=REPS)
+    assert above == statistics.Interval(1.0, 1.0, 1.0)  # every resample stays disjoint
+    assert statistics.improvement(low, high, reps=REPS) == statistics.Interval(0.0, 0.0, 0.0)
+    # 2 x 2 pairs per game: 0.5 beats 0.4 and ties 0.5 (3/4 with the half); 0.6 wins both.
+    x, y = np.array([[0.5, 0.6], [0.5, 0.6]]), np.array([[0.4, 0.1], [0.5, 0.2]])
+    assert statistics.improvement(x, y, reps=REPS).point == pytest.approx((0.75 + 1.0) / 2)
+    assert math.isnan(statistics.improvement(_column([0.5]), low, reps=REPS).low)
+    assert math.isnan(statistics.improvement(_column([0.5, math.nan]), low, reps=REPS).point)
+
+
+def test_probability_of_improvement_agrees_with_rliables() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(5):  # rounded, so ties occur
+        x, y = rng.random((4, 3)).round(1), rng.random((5, 3)).round(1)
+        expected = rly_metrics.probability_of_improvement(x, y)
+        assert statistics.probability_of_improvement(x, y) == pytest.approx(expected)
+
+
+def test_the_reverse_pair_is_the_complement_on_the_same_resamples() -> None:
+    scores = {"a": _column([0.5, 0.6, 0.9]), "b": _column([0.4, 0.7, 0.55])}
+    matrix = statistics.improvement_matrix(scores, reps=REPS)
+    forward, reverse = matrix["a", "b"], matrix["b", "a"]
+    assert forward.point == pytest.approx(6 / 9)  # a wins 6 of the 9 pairs
+    assert reverse.point == pytest.approx(1 - forward.point)
+    assert (reverse.low, reverse.high) == pytest.approx((1 - forward.high, 1 - forward.low))
+
+
+def test_average_ranks_by_hand() -> None:
+    # Seeds 0 and 1 shared (c's seed 2 does not count); ranks per seed (1 = best):
+    # seed 0: a 0.9 -> 1, b 0.5 and c 0.5 tie -> 2.5 each; seed 1: c 0.8 -> 1, a 0.7 -> 2, b -> 3.
+    scores = {
+        "a": {0: [0.9], 1: [0.7]},
+        "b": {0: [0.5], 1: [0.1]},
+        "c": {0: [0.5], 1: [0.8], 2: [0.0]},
+    }
+    assert statistics.average_ranks(scores) == {"a": 1.5, "b": 2.75, "c": 1.75}
+    # Lower is better (forgetting): the order turns round.
+    assert statistics.average_ranks(scores, higher_is_better=False) == {
+        "a": 2.5,
+        "b": 1.25,
+        "c": 2.25,
+    }
+    # RL: per seed x game cell; a game with a NaN is left out.
+    games = {"a": {0: [0.9, 0.1, math.nan]}, "b": {0: [0.5, 0.2, 0.3]}}
+    assert statistics.average_ranks(games) == {"a": 1.5, "b": 1.5}
+    assert all(math.isnan(r) for r in statistics.average_ranks({"a": {0: [1.0]}}).values())
+    no_shared = statistics.average_ranks({"a": {0: [1.0]}, "b": {1: [0.0]}})
+    assert all(math.isnan(r) for r in no_shared.values())
+
+
+def test_welch_p_is_scipys() -> None:
+    x, y = [0.81, 0.85, 0.90, 0.84], [0.70, 0.78, 0.74]
+    expected = stats.ttest_ind(x, y, equal_var=False).pvalue
+    assert statistics.welch_p(x, y) == pytest.approx(expected)
+    # By hand: means 0.85 and 0.74; var 0.0014 and 0.0016; t = 0.11 / sqrt(0.00035 + 0.000533).
+    assert stats.ttest_ind(x, y, equal_var=False).statistic == pytest.approx(
+        0.11 / math.sqrt(0.0014 / 4 + 0.0016 / 3)
+    )
+    assert math.isnan(statistics.welch_p([0.5], y))
+    assert math.isnan(statistics.welch_p([0.5, 0.5], [0.5, 0.5]))  # no spread: no test
+    assert math.isnan(statistics.welch_p([0.5, math.nan], y))
+
+
+def test_performance_profile_counts_scores_above_each_threshold() -> None:
+    scores = {"a": np.array([[0.2, 0.6], [0.4, 0.8]])}
+    profiles, bands = statistics.performance_profile(scores, np.array([0.0, 0.5, 1.0]), reps=REPS)
+    assert profiles["a"].tolist() == [1.0, 0.5, 0.0]
+    assert np.asarray(bands["a"]).shape == (2, 3)
