@@ -33,6 +33,18 @@ def test_iqm_is_the_mean_of_the_middle_half() -> None:
     assert statistics.aggregate(games, reps=REPS).iqm.point == 4.5
 
 
+def test_iqm_and_the_profile_agree_with_rliables() -> None:
+    from rliable import library as rly
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (2, 1), (3, 1), (5, 1), (3, 4), (7, 3)]:
+        scores = rng.random(shape)
+        assert statistics.iqm(scores) == pytest.approx(rly_metrics.aggregate_iqm(scores))
+        thresholds = np.linspace(0, 1, 11)
+        expected = rly.score_distributions(scores, thresholds)
+        assert statistics._share_above(scores, thresholds) == pytest.approx(expected)
+
+
 def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_seeds() -> None:
     four = [0.6, 0.7, 0.8, 0.9]
     few = statistics.aggregate(_column(four), reps=REPS)

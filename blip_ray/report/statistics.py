@@ -17,11 +17,14 @@ Choices, and why:
 - One seed has no spread: its interval is NaN, never a zero-width interval that would claim
   certainty (as :func:`metrics.ci95` does). A NaN score anywhere (a game with no usable scale, a
   metric undefined for a seed) makes the estimate NaN rather than being dropped silently.
-- The probability of improvement P(X > Y) is rliable's (Mann-Whitney U over ``n_x * n_y`` per
-  game, ties counting one half, averaged over games), counted by broadcasting rather than
-  through scipy's ``mannwhitneyu``, which makes the thousands of resamples over ten times slower; a
-  test checks both agree. P(Y > X) = 1 - P(X > Y) on the same resamples, so each pair is
-  bootstrapped once.
+- The statistics are rliable's, computed in numpy where rliable calls scipy or loops once per
+  call (each is called once per resample, thousands of times): the IQM is ``aggregate_iqm``
+  (scipy's ``trim_mean`` cutting 25% at each end) by sorting; the probability of improvement
+  P(X > Y) is ``probability_of_improvement`` (Mann-Whitney U over ``n_x * n_y`` per game, ties
+  counting one half, averaged over games) by broadcasting instead of ``mannwhitneyu``; the
+  profile counts every threshold at once instead of one ``np.vectorize`` call each. Each is over
+  ten times faster, and a test checks each against rliable's. P(Y > X) = 1 - P(X > Y) on the same
+  resamples, so each pair is bootstrapped once.
 """
 
 from __future__ import annotations
@@ -101,8 +104,16 @@ def _bootstrap(
     return np.asarray(intervals["scores"], dtype=float).reshape(2, -1).tolist()
 
 
+def iqm(scores: np.ndarray) -> float:
+    """The interquartile mean of all scores: rliable's ``aggregate_iqm``, the mean left after
+    cutting ``int(0.25 * n)`` of the ``n`` scores at each end."""
+    values = np.sort(scores, axis=None)
+    cut = int(0.25 * values.size)
+    return float(values[cut : values.size - cut].mean())
+
+
 def _mean_and_iqm(scores: np.ndarray) -> np.ndarray:
-    return np.array([rly_metrics.aggregate_mean(scores), rly_metrics.aggregate_iqm(scores)])
+    return np.array([rly_metrics.aggregate_mean(scores), iqm(scores)])
 
 
 def aggregate(
@@ -221,6 +232,12 @@ def performance_profile(
         return rly.create_performance_profile(
             {name: _as_scores(array) for name, array in scores.items()},
             thresholds,
+            custom_profile_func=_share_above,
             reps=reps,
             confidence_interval_size=CONFIDENCE,
         )
+
+
+def _share_above(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """rliable's ``run_score_deviation`` at every threshold at once."""
+    return (scores.reshape(-1, 1) > np.asarray(thresholds).reshape(1, -1)).mean(axis=0)
