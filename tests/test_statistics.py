@@ -5,13 +5,17 @@ Hand-built trials, no Ray."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from rliable import metrics as rly_metrics
 from scipy import stats
 
-from blip_ray.report import statistics
+from blip_ray.records.trials import TrialResult
+from blip_ray.report import statistics, write_report
+from blip_ray.report.results_table import BOOTSTRAP_PARTS, STAT_KEYS
 
 REPS = 300  # enough for the properties below; a report's default is DEFAULT_REPS
 
@@ -149,3 +153,77 @@ def test_performance_profile_counts_scores_above_each_threshold() -> None:
     profiles, bands = statistics.performance_profile(scores, np.array([0.0, 0.5, 1.0]), reps=REPS)
     assert profiles["a"].tolist() == [1.0, 0.5, 0.0]
     assert np.asarray(bands["a"]).shape == (2, 3)
+
+
+# Two tasks, ACC = mean of the last row: blip 0.8, 0.85, 0.9; ewc 0.6, 0.65, 0.7 (every ewc
+# seed below every blip seed); joint, a reference, 0.95 with one seed.
+LAST_ROWS = {
+    "blip": [[0.8, 0.8], [0.8, 0.9], [0.9, 0.9]],
+    "ewc": [[0.5, 0.7], [0.6, 0.7], [0.6, 0.8]],
+    "joint": [[0.95, 0.95]],
+}
+
+
+def _trials() -> list[TrialResult]:
+    return [
+        TrialResult(
+            trial_id=f"{method}_{seed}",
+            method=method,
+            seed=seed,
+            hyperparameters={},
+            status="ok",
+            task_names=["t0", "t1"],
+            matrix=[[0.9, 0.1], last],
+            role="reference" if method == "joint" else "continual",
+        )
+        for method, rows in LAST_ROWS.items()
+        for seed, last in enumerate(rows)
+    ]
+
+
+def _report(out: Path):
+    return write_report(_trials(), out, title="Stats", reps=REPS)
+
+
+def test_a_written_report_carries_the_statistics_in_every_rendering(tmp_path: Path) -> None:
+    paths = _report(tmp_path / "a")
+    frame = pd.read_csv(paths.table_csv).set_index("method")
+    for key in STAT_KEYS:
+        assert {f"{key}_{part}" for part in BOOTSTRAP_PARTS} <= set(frame.columns)
+    assert {"acc_rank", "acc_welch_p_vs_blip"} <= set(frame.columns)
+    blip, ewc, joint = (frame.loc[m] for m in ("blip", "ewc", "joint"))
+    assert blip["acc_mean"] == pytest.approx(0.85)
+    assert blip["acc_mean_low"] < blip["acc_mean"] < blip["acc_mean_high"]
+    assert blip["acc_iqm"] == pytest.approx(0.85)  # three values: nothing cut
+    # Ranks: blip first on every seed; the reference is neither ranked nor tested.
+    assert (blip["acc_rank"], ewc["acc_rank"]) == (1.0, 2.0)
+    assert math.isnan(joint["acc_rank"]) and math.isnan(joint["acc_welch_p_vs_blip"])
+    expected = stats.ttest_ind([0.8, 0.85, 0.9], [0.6, 0.65, 0.7], equal_var=False).pvalue
+    assert ewc["acc_welch_p_vs_blip"] == pytest.approx(expected)
+    assert math.isnan(blip["acc_welch_p_vs_blip"])
+    # One seed: the value, no bounds.
+    assert joint["acc_iqm"] == pytest.approx(0.95) and math.isnan(joint["acc_iqm_low"])
+
+    pairs = pd.read_csv(paths.improvement_csv)
+    assert set(pairs["metric"]) == {"acc", "bwt"}
+    assert set(zip(pairs["x"], pairs["y"], strict=True)) == {("blip", "ewc"), ("ewc", "blip")}
+    acc = pairs[pairs["metric"] == "acc"].set_index("x")
+    assert acc.loc["blip", ["probability", "low", "high"]].tolist() == [1.0, 1.0, 1.0]
+    assert acc.loc["ewc", "probability"] == 0.0
+
+    tex = paths.table_tex.read_text()
+    assert "ACC IQM & BWT (1/T, official) & BWT IQM" in tex and "p vs BLIP (ACC)" in tex
+    assert f"{ewc['acc_welch_p_vs_blip']:.2g}" in tex
+    report = paths.report_md.read_text()
+    assert "| ACC | ACC IQM |" in report and "## Statistics" in report
+    assert f"stratified bootstrap over seeds, {REPS} reps, 95% percentile intervals" in report
+    assert "Seeds per row: from 1 to 3." in report
+    assert "| blip | — | 1.000 [1.000, 1.000] |" in report
+    assert "joint" not in report[report.index("## Statistics") :].split("## Failed")[0]
+    assert "profile.png" not in report  # supervised: no performance profile
+
+
+def test_a_report_is_reproducible(tmp_path: Path) -> None:
+    first, second = _report(tmp_path / "a"), _report(tmp_path / "b")
+    assert first.table_csv.read_text() == second.table_csv.read_text()
+    assert first.improvement_csv.read_text() == second.improvement_csv.read_text()
