@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment spec (YAML) and write its report",
         description="Run every trial (method x hyperparameters x seed) of a spec with Ray Tune. "
         "Each trial reports and checkpoints after every task; the report (summary.csv, "
-        "matrices.csv, table.csv, table.tex, report.md, plots) is written into the experiment "
-        "directory.",
+        "matrices.csv, table.csv, table.tex, improvement.csv, report.md, plots) is written into "
+        "the experiment directory.",
     )
     run.add_argument("spec", help="experiment spec, e.g. benchmarks/pdigits.yaml")
     run.add_argument(*_PLUGIN_FLAG, **_PLUGIN_HELP)
@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="(re)write the report of an experiment directory, or pool several into one",
         description="Rewrite an experiment's report (summary.csv, matrices.csv, table.csv, "
-        "table.tex, report.md, plots) in its directory, or into --out. Several directories of "
-        "one benchmark and the same settings (methods and seeds may differ) pool their trials "
-        "into one report in --out.",
+        "table.tex, improvement.csv, report.md, plots) in its directory, or into --out. Several "
+        "directories of one benchmark and the same settings (methods and seeds may differ) pool "
+        "their trials into one report in --out.",
     )
     report.add_argument("run_dirs", nargs="+", metavar="DIR", help="experiment directories")
     report.add_argument(

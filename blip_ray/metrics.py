@@ -95,8 +95,12 @@ def acc(R: ArrayLike) -> float:
     The official BLIP code's ``mean(acc[T-1, :])``. After ``k`` rows: mean of ``R[k-1, :k]``.
     Reads the last finished row only.
     """
-    seen = _seen(R)
-    return float(seen[-1].mean())
+    return float(acc_terms(R).mean())
+
+
+def acc_terms(R: ArrayLike) -> np.ndarray:
+    """ACC's per-task terms ``R[T-1, i]``, one per task seen: their mean is :func:`acc`."""
+    return _seen(R)[-1].copy()
 
 
 def bwt(R: ArrayLike) -> float:
@@ -107,8 +111,14 @@ def bwt(R: ArrayLike) -> float:
     gives 0.0. After ``k`` rows: the same over tasks ``0..k-1``. Reads the diagonal and the last
     finished row.
     """
+    return float(bwt_terms(R).mean())
+
+
+def bwt_terms(R: ArrayLike) -> np.ndarray:
+    """BWT's per-task terms ``R[T-1, i] - R[i, i]``, one per task seen (the last one 0): their
+    mean is :func:`bwt`."""
     seen = _seen(R)
-    return float((seen[-1] - np.diag(seen)).mean())
+    return seen[-1] - np.diag(seen)
 
 
 def bwt_gem(R: ArrayLike) -> float:
@@ -133,14 +143,21 @@ def forgetting(R: ArrayLike) -> float:
     a task that ends above its best earlier value contributes a negative term. NaN for ``T == 1``
     (no earlier task). Reads the lower triangle and the diagonal.
     """
+    terms = forgetting_terms(R)
+    return float(terms.mean()) if terms.size else math.nan
+
+
+def forgetting_terms(R: ArrayLike) -> np.ndarray:
+    """Forgetting's per-task terms, one per task before the last (none for ``T == 1``): their
+    mean is :func:`forgetting`."""
     seen = _seen(R)
     tasks = seen.shape[0]
     if tasks == 1:
-        return math.nan
+        return np.empty(0)
     earlier = seen[:-1, :-1]
     # Mask the upper triangle (t < u) with -inf so the column maximum sees only t >= u.
     learned = np.where(np.tri(tasks - 1, dtype=bool), earlier, -np.inf)
-    return float((learned.max(axis=0) - seen[-1, :-1]).mean())
+    return learned.max(axis=0) - seen[-1, :-1]
 
 
 def fwt(R: ArrayLike, baseline: ArrayLike) -> float:
@@ -171,6 +188,13 @@ METRICS: tuple[Metric, ...] = (
 """Every matrix metric, in table order."""
 METRIC_NAMES: tuple[str, ...] = tuple(metric.key for metric in METRICS)
 """Keys of :func:`summary`, in table order."""
+TASK_TERMS: dict[str, Callable[[ArrayLike], np.ndarray]] = {
+    "acc": acc_terms,
+    "bwt": bwt_terms,
+    "forgetting": forgetting_terms,
+}
+"""The metrics that are a mean of one term per task, with that term: what the RL report's
+bootstrap resamples game by game (a stratum per game)."""
 
 
 #: Relative span under which a normalization scale counts as none (float32's precision is 6e-8).

@@ -83,6 +83,19 @@ def test_forgetting_is_not_clipped_at_zero() -> None:
     assert forgetting([[0.4, 0.0], [0.7, 0.9]]) == pytest.approx(-0.3)  # 0.4 - 0.7
 
 
+def test_per_task_terms_by_hand_and_their_means_are_the_metrics() -> None:
+    # R4 (from the by-hand tests above): last row; last row - diagonal; the drops 10, 20, 10.
+    terms = {key: fn(R4).tolist() for key, fn in metrics.TASK_TERMS.items()}
+    assert terms == {
+        "acc": [55.0, 50.0, 70.0, 90.0],
+        "bwt": [5.0, -20.0, -10.0, 0.0],
+        "forgetting": [10.0, 20.0, 10.0],
+    }
+    for key, fn in metrics.TASK_TERMS.items():
+        assert fn(R3).mean() == pytest.approx(summary(R3)[key])
+    assert metrics.forgetting_terms([[0.5]]).shape == (0,)  # one task: nothing to forget
+
+
 def test_fwt_by_hand() -> None:
     # R3: (R[0,1] - 25, R[1,2] - 12) = (5, 8), mean 6.5.
     assert fwt(R3, BASE3) == pytest.approx(6.5)

@@ -13,7 +13,8 @@ import pytest
 from blip_ray.metrics import METRICS
 from blip_ray.records.trials import TrialResult
 from blip_ray.report import write_report
-from blip_ray.report.results_table import latex_escape
+from blip_ray.report.latex import latex_escape
+from blip_ray.report.results_table import STAT_KEYS
 
 T_975_1 = 12.706204736  # Student t quantile t_{0.975, 1}: two seeds
 
@@ -52,10 +53,31 @@ def paths(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _cell(mean: float, half_width: float, n: int) -> str:
-    """The markdown rendering of one score, rebuilt from table.csv's three columns."""
+    """The markdown rendering of a Student-t score, rebuilt from table.csv's three columns."""
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.3f} (n=1)" if n == 1 else f"{mean:.3f} ± {half_width:.3f}"
+
+
+def _interval(point: float, low: float, high: float) -> str:
+    """The markdown rendering of a bootstrapped score, rebuilt from its table.csv columns."""
+    if math.isnan(point):
+        return "n/a"
+    return f"{point:.3f} (n=1)" if math.isnan(low) else f"{point:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _score_cells(row: pd.Series) -> list[str]:
+    """The markdown's score cells of a table.csv row: a bootstrapped score and its IQM, or a
+    Student-t score."""
+    cells = []
+    for metric in METRICS:
+        key = metric.key
+        if key in STAT_KEYS:
+            cells.append(_interval(*(row[f"{key}_{p}"] for p in ("mean", "mean_low", "mean_high"))))
+            cells.append(_interval(*(row[f"{key}_{p}"] for p in ("iqm", "iqm_low", "iqm_high"))))
+        else:
+            cells.append(_cell(*(row[f"{key}_{p}"] for p in ("mean", "ci95", "n"))))
+    return cells
 
 
 def test_table_csv_holds_the_markdown_tables_numbers(paths) -> None:
@@ -64,9 +86,17 @@ def test_table_csv_holds_the_markdown_tables_numbers(paths) -> None:
     assert list(frame["role"]) == ["continual", "continual", "reference"]
     mine = frame.iloc[0]
     assert mine["hyperparameters"] == "lam_bda=5" and mine["seeds"] == 2
-    # ACC 0.8 and 0.9: mean 0.85, half width t_{0.975,1} * s / sqrt(2) = 12.706 * 0.05
+    # ACC 0.8 and 0.9: mean 0.85, half width t_{0.975,1} * s / sqrt(2) = 12.706 * 0.05; the
+    # bootstrap's resampled means are 0.8, 0.85, 0.9 (chances 1/4, 1/2, 1/4): bounds 0.8 and 0.9.
     assert mine["acc_mean"] == pytest.approx(0.85) and mine["acc_n"] == 2
     assert mine["acc_ci95"] == pytest.approx(T_975_1 * 0.05)
+    assert (mine["acc_mean_low"], mine["acc_mean_high"]) == pytest.approx((0.8, 0.9))
+    assert (mine["acc_iqm"], mine["acc_iqm_low"], mine["acc_iqm_high"]) == pytest.approx(
+        (0.85, 0.8, 0.9)
+    )
+    # Ranks per seed: my_method beats sgd on both (0.8 > 0.7, 0.9 > 0.8); joint is not ranked.
+    assert list(frame["acc_rank"][:2]) == [1.0, 2.0] and math.isnan(frame.iloc[2]["acc_rank"])
+    assert frame["acc_welch_p_vs_blip"].isna().all()  # no BLIP row to test against
     assert mine["forgetting_mean"] == pytest.approx(0.05)
     assert mine["capacity_mean"] == pytest.approx(0.5) and mine["capacity_label"] == "weights owned"
     assert (mine["state_bytes_first"], mine["state_bytes_last"]) == (1024, 2048)
@@ -78,16 +108,14 @@ def test_table_csv_holds_the_markdown_tables_numbers(paths) -> None:
     for line, (_, row) in zip(lines, frame.iterrows(), strict=True):
         cells = [c.strip() for c in line.strip("|").split(" | ")]
         assert cells[0].split(" (")[0] == row["method"] and cells[1] == row["hyperparameters"]
-        for position, metric in enumerate(METRICS, start=2):
-            expected = _cell(*(row[f"{metric.key}_{p}"] for p in ("mean", "ci95", "n")))
-            assert cells[position] == expected
+        assert cells[2 : 2 + len(METRICS) + len(STAT_KEYS)] == _score_cells(row)
     assert "table.csv" in report and "table.tex" in report
 
 
 def test_table_tex_has_booktabs_rules_and_the_best_continual_value_bold(paths) -> None:
     tex = paths.table_tex.read_text().splitlines()
-    assert tex[0].startswith("% Paper 50\\% \\& co: mean")
-    assert tex[1] == "\\begin{tabular}{ll" + "r" * 8 + "}"
+    assert tex[0].startswith("% Paper 50\\% \\& co: ACC, BWT and forgetting: mean and IQM")
+    assert tex[1] == "\\begin{tabular}{ll" + "r" * 13 + "}"
     assert (tex[2], tex[4], tex[-2], tex[-1]) == (
         "\\toprule",
         "\\midrule",
@@ -95,21 +123,26 @@ def test_table_tex_has_booktabs_rules_and_the_best_continual_value_bold(paths) -
         "\\end{tabular}",
     )
     assert tex[3] == (
-        "Method & Hyperparameters & ACC & BWT (1/T, official) & BWT (1/(T-1), GEM) & "
-        "Forgetting & FWT & Capacity & State & Seeds \\\\"
+        "Method & Hyperparameters & ACC & ACC IQM & BWT (1/T, official) & BWT IQM & "
+        "BWT (1/(T-1), GEM) & Forgetting & Forgetting IQM & FWT & Capacity & State & "
+        "Rank (ACC) & p vs BLIP (ACC) & Seeds \\\\"
     )
     mine, sgd, rule, joint = tex[5:9]
     # ACC, both BWTs and forgetting (lowest is best: 0.05 against 0.3) go to my_method;
     # FWT (0.1 against 0.15) to sgd. joint's ACC 0.95 is higher, but a reference does not compete.
+    # Bootstrapped scores show [bounds] (two seeds: the two per-seed values), the IQM beside them.
     assert mine == (
-        "my\\_method & lam\\_bda=5 & \\textbf{0.850 $\\pm$ 0.635} & "
-        "\\textbf{-0.025 $\\pm$ 0.318} & \\textbf{-0.050 $\\pm$ 0.635} & "
-        "\\textbf{0.050 $\\pm$ 0.635} & 0.100 $\\pm$ 0.000 & "
-        "0.500 $\\pm$ 0.000 (weights owned) & 1.0 KiB $\\rightarrow$ 2.0 KiB & 2 \\\\"
+        "my\\_method & lam\\_bda=5 & \\textbf{0.850 [0.800, 0.900]} & 0.850 [0.800, 0.900] & "
+        "\\textbf{-0.025 [-0.050, 0.000]} & -0.025 [-0.050, 0.000] & "
+        "\\textbf{-0.050 $\\pm$ 0.635} & \\textbf{0.050 [0.000, 0.100]} & 0.050 [0.000, 0.100] & "
+        "0.100 $\\pm$ 0.000 & 0.500 $\\pm$ 0.000 (weights owned) & "
+        "1.0 KiB $\\rightarrow$ 2.0 KiB & 1.00 & n/a & 2 \\\\"
     )
     assert sgd == (
-        "sgd & defaults & 0.750 $\\pm$ 0.635 & -0.150 $\\pm$ 0.635 & -0.300 $\\pm$ 1.271 & "
-        "0.300 $\\pm$ 1.271 & \\textbf{0.150 $\\pm$ 3.177} & n/a & 0 B & 2 \\\\"
+        "sgd & defaults & 0.750 [0.700, 0.800] & 0.750 [0.700, 0.800] & "
+        "-0.150 [-0.200, -0.100] & -0.150 [-0.200, -0.100] & -0.300 $\\pm$ 1.271 & "
+        "0.300 [0.200, 0.400] & 0.300 [0.200, 0.400] & \\textbf{0.150 $\\pm$ 3.177} & n/a & "
+        "0 B & 2.00 & n/a & 2 \\\\"
     )
     assert rule == "\\midrule"  # the references are set apart
     assert joint.startswith("joint (reference) & defaults & 0.950 (n=1) & ")
@@ -129,4 +162,5 @@ def test_no_ok_trial_writes_an_empty_table_not_a_broken_one(tmp_path: Path) -> N
     paths = write_report([failed], tmp_path, title="none")
     assert "begin{tabular}" not in paths.table_tex.read_text()
     frame = pd.read_csv(paths.table_csv)
-    assert len(frame) == 0 and {"acc_mean", "acc_ci95", "acc_n"} <= set(frame.columns)
+    assert len(frame) == 0 and {"acc_mean", "acc_ci95", "acc_n", "acc_iqm"} <= set(frame.columns)
+    assert "No trials with status ok" in paths.report_md.read_text()

@@ -5,6 +5,7 @@ hand (spec record, params.json, result.json rows), so no Ray."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from blip_ray.cli import main
 from blip_ray.records.layout import RUN_RECORD, SPEC_RECORD
 from blip_ray.records.rows import TaskRow
 
-T_975_1, T_975_2 = 12.706204736, 4.302652730  # Student t quantiles for two and three seeds
+T_975_2 = 4.302652730  # Student t quantile t_{0.975, 2}: three seeds
 # Two tasks: ACC = mean of the last row.
 ACC_07, ACC_08 = [[0.9, 0.1], [0.5, 0.9]], [[0.9, 0.1], [0.7, 0.9]]
 ACC_09 = [[0.9, 0.1], [0.9, 0.9]]
@@ -98,8 +99,9 @@ def test_pooling_two_experiments_reports_the_union_with_ci_over_the_pooled_seeds
     out = tmp_path / "pooled"
     assert main(["report", str(a), str(b), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    # ACC 0.7, 0.8, 0.9: mean 0.8, s = 0.1, half width t_{0.975,2} * 0.1 / sqrt(3) = 0.248
-    assert f"| 0.800 ± {T_975_2 * 0.1 / 3**0.5:.3f} |" in _table_line(printed, "finetune")
+    # ACC 0.7, 0.8, 0.9: mean 0.8; a resample of three seeds averages 0.7 (or 0.9) with chance
+    # 1/27 > 2.5%, so those are the bootstrap bounds. The pooled seeds are one sample.
+    assert "| 0.800 [0.700, 0.900] | 0.800 [0.700, 0.900] |" in _table_line(printed, "finetune")
     assert _table_line(printed, "finetune").endswith("| 3 |")
     assert "| 0.800 (n=1) |" in _table_line(printed, "ewc")
     summary = pd.read_csv(out / "summary.csv")
@@ -113,7 +115,19 @@ def test_pooling_two_experiments_reports_the_union_with_ci_over_the_pooled_seeds
     assert table.loc["finetune", "acc_mean"] == pytest.approx(0.8)
     assert table.loc["finetune", "acc_ci95"] == pytest.approx(T_975_2 * 0.1 / 3**0.5)
     assert table.loc["finetune", "acc_n"] == 3
+    # s = 0.1: the Student t half width t_{0.975,2} * 0.1 / sqrt(3) stays in table.csv
+    assert table.loc["finetune", "acc_ci95"] == pytest.approx(T_975_2 * 0.1 / 3**0.5)
+    bounds = table.loc["finetune", ["acc_mean_low", "acc_mean_high"]].tolist()
+    assert bounds == pytest.approx([0.7, 0.9])
+    # Ranked on seed 0, the one both hold: ewc 0.8 beats finetune 0.7.
+    assert table["acc_rank"].to_dict() == {"ewc": 1.0, "finetune": 2.0}
+    # P(finetune > ewc): 0.9 wins, 0.8 ties, 0.7 loses against ewc's 0.8: 1.5 / 3; one ewc seed,
+    # no interval.
+    pairs = pd.read_csv(out / "improvement.csv").set_index(["metric", "x", "y"])
+    assert pairs.loc[("acc", "finetune", "ewc"), "probability"] == pytest.approx(0.5)
+    assert math.isnan(pairs.loc[("acc", "finetune", "ewc"), "low"])
     report = (out / "report.md").read_text()
+    assert "## Statistics" in report and "Seeds per row: from 1 to 3." in report
     assert report.startswith("# pooled (pdigits, 2 experiments pooled)")
     assert "Pooled from 2 experiments: a, b." in report
     assert "Wall time summed over the experiments: 2m 00s" in report
@@ -189,9 +203,16 @@ def test_pooled_rl_returns_share_one_scale_from_the_reference_returns_flag(
     refs.write_text("cartpole-0: 110\ncartpole-1: 220\n")
     flags = ["--out", str(out), "--reference-returns", str(refs)]
     assert main(["report", str(a), str(b), *flags]) == 0
-    # Normalized last rows: a (0.25, 0.5) -> ACC 0.375; b (0.75, 1.0) -> ACC 0.875.
+    # Normalized last rows: a (0.25, 0.5) -> ACC 0.375; b (0.75, 1.0) -> ACC 0.875. The bootstrap
+    # resamples each game's two seeds apart: the lowest resample (0.25, 0.5) has chance 1/16 >
+    # 2.5%, so the bounds are 0.375 and 0.875; the IQM of 0.25, 0.5, 0.75, 1.0 is 0.625.
     line = _table_line(capsys.readouterr().out, "finetune")
-    assert f"| 0.625 ± {T_975_1 * 0.25:.3f} |" in line
+    assert "| 0.625 [0.375, 0.875] | 0.625 [0.375, 0.875] |" in line
+    report = (out / "report.md").read_text()
+    assert (
+        "over seeds (each of the 2 games a stratum" in report and "![Performance profiles" in report
+    )
+    assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
     scale = "| cartpole-1 | 20 | random policy | 220 | reference |"
     assert scale in (out / "report.md").read_text()
     c = _experiment(tmp_path / "c", [("finetune", 2, [[60, 20], [35, 120]])], rl=RL)
@@ -216,7 +237,7 @@ def test_compare_prints_both_runs_rows_and_notes_the_differing_settings(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "note: the runs differ in tasks: 2 | 3; train.lr: 0.1 | 0.05"
     assert lines[1].startswith("| Run | Method | Hyperparameters | ACC |")
-    assert lines[3].startswith(f"| a | finetune | defaults | 0.750 ± {T_975_1 * 0.05:.3f} |")
+    assert lines[3].startswith("| a | finetune | defaults | 0.750 [0.700, 0.800] |")
     assert lines[4].startswith("| b | finetune | defaults | 0.900 (n=1) |")
     assert len(lines) == 5
     assert {p for p in tmp_path.rglob("*")} == files  # compare writes nothing

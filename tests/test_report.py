@@ -115,12 +115,19 @@ def test_report_md_table_sorted_with_ci(report) -> None:
     assert text.startswith("# Digits test")
     assert "accuracy (fraction)" in text
     assert "BWT (1/T, official)" in text and "BWT (1/(T-1), GEM)" in text
-    # ACC 0.8 and 0.9: mean 0.85, half width t_{0.975,1} * 0.0707107 / sqrt(2) = 0.6353.
-    assert "0.850 ± 0.635" in text
-    assert "0.700 (n=1)" in text and "±nan" not in text and "± nan" not in text
+    # ACC 0.8 and 0.9: mean 0.85; resampling two seeds gives means 0.8, 0.85 and 0.9 with
+    # chances 1/4, 1/2 and 1/4, so the 2.5% and 97.5% percentiles are 0.8 and 0.9 (IQM: the same,
+    # nothing cut from two values).
+    assert "| 0.850 [0.800, 0.900] | 0.850 [0.800, 0.900] |" in text
+    # BWT (GEM) keeps the Student t half width t_{0.975,1} * 0.0707107 / sqrt(2) = 0.6353 * 0.5.
+    assert "| -0.075 ± 0.318 |" in text
+    assert "0.700 (n=1)" in text and "nan" not in text
     best, single = (text.index(f"| blip | F_prior={fp}") for fp in ("1e-15", "5e-16"))
     assert best < single < text.index("| sgd | lr=0.01")  # mean ACC 0.85, 0.7, 0.55
-    assert "0.550 ± 0.635" in text
+    assert "| 0.550 [0.500, 0.600] |" in text
+    # Ranks on the one seed all three share (seed 0: ACC 0.8, 0.7, 0.5); Welch against blip.
+    sgd = next(line for line in text.splitlines() if line.startswith("| sgd |"))
+    assert sgd.endswith("| 3.00 | 0.051 | 2 |")  # t = 0.3 / sqrt(0.005 / 2 * 2) = 4.24, 2 df
     assert "Only trials with status ok count" in text
     assert "Trials: 5 ok, 1 failed, 0 incomplete (6 in all)." in text
 
@@ -237,8 +244,8 @@ def test_long_normalized_return_run(tmp_path: Path) -> None:
     text = paths.report_md.read_text()
     assert "Values: normalized return." in text and "per minute" not in text
     row = next(line for line in text.splitlines() if line.startswith("| ppo |"))
-    assert row.split(" | ")[6] == "n/a"  # the FWT column
-    assert [p.name for p in paths.plots] == ["matrix_ppo.png", "tasks_ppo.png"]
+    assert row.split(" | ")[9] == "n/a"  # the FWT column
+    assert [p.name for p in paths.plots] == ["matrix_ppo.png", "tasks_ppo.png", "profile.png"]
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in paths.plots)
 
 

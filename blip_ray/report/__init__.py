@@ -1,9 +1,11 @@
-"""Many trials -> tidy CSVs, one mean ± 95% CI results table (markdown, CSV, LaTeX) and plots;
-no Ray, no torch.
+"""Many trials -> tidy CSVs, one results table with 95% intervals (markdown, CSV, LaTeX), the
+statistics that separate methods, and plots; no Ray, no torch.
 
 The only input is :class:`~blip_ray.records.trials.TrialResult`, so a report can be rebuilt without
-a cluster. Every number comes from :mod:`blip_ray.metrics`; this package only groups and formats
-(:mod:`.tables`, :mod:`.results_table`, :mod:`.markdown`) and draws (:mod:`.plots`).
+a cluster. Every score comes from :mod:`blip_ray.metrics` and every interval, IQM, rank and test
+from :mod:`.statistics` (rliable); this package otherwise only groups and formats (:mod:`.tables`,
+:mod:`.results_table`, :mod:`.latex`, :mod:`.improvement`, :mod:`.markdown`) and draws
+(:mod:`.plots`).
 """
 
 from blip_ray.report.markdown import ReportPaths, write_report

@@ -1,5 +1,6 @@
-"""report.md (run header, results, RL budget and normalization, failed trials, plots) and
-:func:`write_report`, which writes it next to the CSVs, the LaTeX table and the PNGs it links."""
+"""report.md (run header, results, statistics, RL budget and normalization, failed trials, plots)
+and :func:`write_report`, which writes it next to the CSVs, the LaTeX table and the PNGs it
+links."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from typing import Any
 import numpy as np
 
 from blip_ray.records.trials import TrialResult
-from blip_ray.report import results_table, tables
+from blip_ray.report import improvement, latex, results_table, statistics, tables
 from blip_ray.report.plots import write_plots
 from blip_ray.report.provenance import provenance_lines
 
-FILE_NAMES = ("summary.csv", "matrices.csv", "report.md", "table.csv", "table.tex")
+FILE_NAMES = (
+    *("summary.csv", "matrices.csv", "report.md", "table.csv", "table.tex"),
+    "improvement.csv",
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,10 @@ class ReportPaths:
     report_md: Path
     table_csv: Path
     table_tex: Path
+    improvement_csv: Path
     plots: tuple[Path, ...]
+    table: str
+    """The results table as report.md shows it, for a CLI to print (not drawn twice)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class _Header:
     wall_s: float | None
     planned: int | None
     sources: tuple[str, ...]
+    reps: int = statistics.DEFAULT_REPS
+    """Bootstrap resamples behind every interval."""
     provenance: Mapping[str, Any] | None = None
     """The experiment's record of what ran it, one entry per run segment (None: pooled, or
     recorded before provenance)."""
@@ -137,6 +146,7 @@ def _raw_returns(trials: Sequence[TrialResult]) -> list[str]:
 def _markdown(
     trials: Sequence[TrialResult],
     rows: Sequence[results_table.TableRow],
+    found: improvement.Improvements,
     plots: list[tuple[str, Path]],
     header: _Header,
 ) -> str:
@@ -163,15 +173,20 @@ def _markdown(
         f"Trials: {status['ok']} ok, {status['failed']} failed, {status['incomplete']} incomplete"
         f"{others}.",
         *("", "## Results", "", results_table.render_markdown(rows), ""),
-        "Mean ± 95% confidence half-width over seeds (Student t); (n=1): a single seed, no "
+        "ACC, BWT (official) and forgetting: mean over seeds [95% bootstrap interval], and "
+        "beside it the interquartile mean (IQM) [95% bootstrap interval] (see Statistics); the "
+        "other scores: mean ± 95% confidence half-width (Student t); (n=1): a single seed, no "
         f"interval. Only trials with status ok count toward this table ({status['ok']} of "
         f"{len(trials)}); summary.csv lists every trial. FWT is against the untrained network; "
         "n/a: not defined for this method or run. State: bytes of method state kept after the "
         "last task, mean over seeds (first task → last task where they differ: a memory that "
         "grows with the tasks). A reference (joint training) bounds the continual methods and is "
-        "listed after them. The same table for a paper: table.csv (per score its mean, CI "
-        "half-width and seeds at full precision) and table.tex (booktabs; the best continual "
-        "method per score in bold).",
+        "listed after them, unranked and untested. The same table for a paper: table.csv (per "
+        "score its mean, Student-t half-width, seeds, bootstrap bounds and IQM at full "
+        "precision) and table.tex (booktabs; the best continual method per score in bold).",
+        *improvement.markdown_lines(rows, found, reps=header.reps),
+        "",
+        "improvement.csv lists every pair's P(X > Y) with its bounds.",
         *_rl_sections(trials),
         *("", "## Failed trials", ""),
     ]
@@ -202,6 +217,7 @@ def write_report(
     provenance: Mapping[str, Any] | None = None,
     sources: Sequence[str] = (),
     skipped: Sequence[str] = (),
+    reps: int = statistics.DEFAULT_REPS,
 ) -> ReportPaths:
     """Write summary.csv, matrices.csv, the results table as table.csv and table.tex, the PNG
     plots and report.md (linking them) to out_dir.
@@ -210,18 +226,26 @@ def write_report(
     ``planned`` is the size of the spec's grid: trials an interrupted run never started are
     counted as such. ``provenance`` (the experiment's record of what ran it, one entry per run
     segment) adds a Provenance section; ``sources`` names the experiments a pooled report was
-    made from; ``skipped`` names the files that could not be read and were left out.
+    made from; ``skipped`` names the files that could not be read and were left out. ``reps``:
+    bootstrap resamples per interval (:mod:`.statistics`; fixed-seeded, so reproducible).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_csv, matrices_csv, report_md, table_csv, table_tex = (out_dir / n for n in FILE_NAMES)
+    summary_csv, matrices_csv, report_md, table_csv, table_tex, improvement_csv = (
+        out_dir / name for name in FILE_NAMES
+    )
     tables.summary_frame(trials).to_csv(summary_csv, index=False)
     tables.matrices_frame(trials).to_csv(matrices_csv, index=False)
-    rows = results_table.table_rows(trials)
+    rows = results_table.table_rows(trials, reps=reps)
     results_table.table_frame(rows).to_csv(table_csv, index=False)
-    table_tex.write_text(results_table.latex_table(rows, title=title), encoding="utf-8")
-    plots = write_plots(trials, out_dir)
-    header = _Header(title, wall_s, planned, tuple(sources), provenance, tuple(skipped))
-    report_md.write_text(_markdown(trials, rows, plots, header), encoding="utf-8")
-    paths = tuple(path for _, path in plots)
-    return ReportPaths(summary_csv, matrices_csv, report_md, table_csv, table_tex, paths)
+    table_tex.write_text(latex.latex_table(rows, title=title), encoding="utf-8")
+    found = improvement.improvements(rows, reps=reps)
+    improvement.improvement_frame(found).to_csv(improvement_csv, index=False)
+    plots = write_plots(trials, out_dir, reps=reps)
+    header = _Header(title, wall_s, planned, tuple(sources), reps, provenance, tuple(skipped))
+    report_md.write_text(_markdown(trials, rows, found, plots, header), encoding="utf-8")
+    return ReportPaths(
+        *(summary_csv, matrices_csv, report_md, table_csv, table_tex, improvement_csv),
+        plots=tuple(path for _, path in plots),
+        table=results_table.render_markdown(rows),
+    )

@@ -6,7 +6,10 @@ Choices, and why:
   from training the task onward solid, the task's own training point marked, so forward transfer
   and forgetting are both visible on one line.
 - Figures use matplotlib's object API on an Agg canvas, never pyplot: no global state, no window,
-  nothing to close.
+  nothing to close (rliable's profile plot draws onto such a figure's axes).
+- RL adds ``profile.png``, rliable's performance profile: per method the share of its
+  (seed, game) normalized final scores above each threshold, with a 95% bootstrap band; a curve
+  above another everywhere is better on every score level, not only on average.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from blip_ray.records.trials import TrialResult
+from blip_ray.report import statistics
 from blip_ray.report.tables import (
     UNITS,
     Group,
@@ -28,6 +32,7 @@ from blip_ray.report.tables import (
     ok_groups,
     shared_names,
     task_name,
+    trial_terms,
 )
 
 ANNOTATE_MAX_TASKS = 12
@@ -178,8 +183,51 @@ def _plot_curves(group: Group) -> Figure:
     return figure
 
 
-def write_plots(trials: Sequence[TrialResult], out_dir: Path) -> list[tuple[str, Path]]:
-    """Every plot of the ok trials as (caption, path), in the order the report lists them."""
+def profile_scores(groups: Sequence[Group]) -> dict[str, np.ndarray]:
+    """Per RL group (every trial's returns normalized), its final normalized score per seed and
+    game, (seeds, games); groups with a NaN score or differing games left out."""
+    out = {}
+    for group in groups:
+        if not all(trial.metric == "normalized_return" for trial in group.trials):
+            continue
+        finals = [trial_terms(trial, "acc") for trial in group.trials]
+        if len({final.size for final in finals}) == 1 and not np.isnan(finals).any():
+            reference = any(trial.role == "reference" for trial in group.trials)
+            out[f"{group.name} (reference)" if reference else group.name] = np.stack(finals)
+    return out
+
+
+def _plot_profile(scores: dict[str, np.ndarray], reps: int) -> Figure:
+    """rliable's performance profile of ``scores`` (:func:`profile_scores`) with its bands."""
+    from rliable import plot_utils  # imports seaborn: only RL reports pay for it
+
+    values = np.concatenate([array.ravel() for array in scores.values()])
+    thresholds = np.linspace(min(0.0, values.min()), max(1.0, values.max()), 101)
+    profiles, bands = statistics.performance_profile(scores, thresholds, reps=reps)
+    figure, axes = _new_figure(7.0, 4.5)
+    palette = colormaps["tab10" if len(scores) <= 10 else "tab20"]
+    colors = {name: palette(i % palette.N) for i, name in enumerate(scores)}
+    plot_utils.plot_performance_profiles(
+        profiles, thresholds, performance_profile_cis=bands, ax=axes, colors=colors,
+        xlabel="normalized final score (τ)", ylabel="fraction of runs with score > τ",
+        labelsize="medium", ticklabelsize="small",
+    )  # fmt: skip
+    seeds = sorted({array.shape[0] for array in scores.values()})
+    games = next(iter(scores.values())).shape[1]
+    counted = "/".join(map(str, seeds))
+    axes.set_title(
+        f"Performance profiles ({counted} seeds x {games} games, 95% bootstrap bands)",
+        fontsize="medium",
+    )
+    axes.legend(fontsize="small", loc="upper right")
+    return figure
+
+
+def write_plots(
+    trials: Sequence[TrialResult], out_dir: Path, *, reps: int = statistics.DEFAULT_REPS
+) -> list[tuple[str, Path]]:
+    """Every plot of the ok trials as (caption, path), in the order the report lists them;
+    ``reps``: the profile's bootstrap resamples."""
     plots: list[tuple[str, Path]] = []
 
     def save(figure: Figure, file_name: str, caption: str) -> None:
@@ -199,4 +247,7 @@ def write_plots(trials: Sequence[TrialResult], out_dir: Path) -> list[tuple[str,
         counted = sorted({f"{g.method}: {capacity_label(g.trials)}" for g in with_capacity})
         caption = f"Capacity used per task ({'; '.join(counted)})"
         save(_plot_capacity(with_capacity), "capacity.png", caption)
+    if scores := profile_scores(plotted):
+        caption = "Performance profiles: normalized final score per seed and game"
+        save(_plot_profile(scores, reps), "profile.png", caption)
     return plots

@@ -2,8 +2,9 @@
 method's configuration was chosen (on validation) and every search configuration's score.
 
 The run's directory holds ``search/`` and ``final/``, each with its own full report; this one,
-``report.md`` at the top, leads with the final table and copies the final stage's ``table.csv``
-and ``table.tex`` beside it, so the numbers to cite are at the top level.
+``report.md`` at the top, leads with the final table and its statistics (bootstrap intervals,
+IQM, probability of improvement) and copies the final stage's ``table.csv``, ``table.tex`` and
+``improvement.csv`` beside it, so the numbers to cite are at the top level.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from blip_ray.records.layout import (
     read_spec_record,
 )
 from blip_ray.records.trials import load_trials
-from blip_ray.report import markdown_table
+from blip_ray.report import improvement, statistics
+from blip_ray.report.results_table import render_markdown, table_rows
 from blip_ray.report.selection import selection_markdown
 
 REPORT_FILE = "report.md"
-COPIED = ("table.csv", "table.tex")
+COPIED = ("table.csv", "table.tex", "improvement.csv")
 """The final stage's files copied to the run's directory."""
 
 
@@ -47,7 +49,10 @@ def write_protocol_report(top: Path) -> str:
     spec = read_spec_record(top) or {}
     final_dir = top / FINAL_STAGE
     trials = load_trials(final_dir) if final_dir.is_dir() else []
-    table = markdown_table(trials) if trials else "(the final stage has not started)"
+    rows = table_rows(trials, reps=statistics.DEFAULT_REPS)
+    table = render_markdown(rows) if trials else "(the final stage has not started)"
+    found = improvement.improvements(rows, reps=statistics.DEFAULT_REPS)
+    tested = improvement.markdown_lines(rows, found, reps=statistics.DEFAULT_REPS) if trials else []
     selection = selection_markdown(record)
     lines = [
         f"# {spec.get('name', top.name)} ({spec.get('benchmark', '?')}): chosen on validation, "
@@ -58,6 +63,8 @@ def write_protocol_report(top: Path) -> str:
         f"({', '.join(map(str, record['final_seeds']))}), scored on test.",
         "",
         table,
+        "",
+        *tested,
         "",
         f"Full reports: [final stage]({FINAL_STAGE}/{REPORT_FILE}) (statistics, plots, "
         f"provenance with the selection), [search stage]({SEARCH_STAGE}/{REPORT_FILE}).",

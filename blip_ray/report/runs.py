@@ -31,7 +31,7 @@ from blip_ray.records.layout import (
     trial_dirs,
 )
 from blip_ray.records.trials import TrialResult, load_trials, normalize_rl_returns, trial_order
-from blip_ray.report import markdown_table, render_markdown, table_rows, write_report
+from blip_ray.report import render_markdown, table_rows, write_report
 from blip_ray.report.protocol import is_protocol_dir, write_protocol_report
 from blip_ray.report.references import write_references
 from blip_ray.report.tables import setting_label
@@ -80,7 +80,7 @@ def report_experiments(
     trials = pooled_trials(run_dirs, reference_returns=reference_returns)
     records = [read_run_record(run_dir) for run_dir in run_dirs]
     benchmark = (read_spec_record(run_dirs[0]) or {}).get("benchmark")
-    write_report(
+    paths = write_report(
         trials,
         out,
         title=f"{out.resolve().name} ({benchmark}, {len(run_dirs)} experiments pooled)",
@@ -88,7 +88,7 @@ def report_experiments(
         planned=_total([record.get("planned") for record in records]),
         sources=[run_dir.name for run_dir in run_dirs],
     )
-    return trials, render_markdown(table_rows(trials))
+    return trials, paths.table
 
 
 def _report_protocol(
@@ -130,8 +130,8 @@ def write_experiment_report(
         return trials, _with_skipped(write_references(trials, out_dir, **header), skipped)
     trials = load_trials(experiment_dir, reference=reference_returns, skipped=skipped)
     provenance = _readable(read_provenance, experiment_dir, skipped)
-    write_report(trials, out_dir, **header, provenance=provenance, skipped=skipped)
-    return trials, _with_skipped(markdown_table(trials), skipped)
+    paths = write_report(trials, out_dir, **header, provenance=provenance, skipped=skipped)
+    return trials, _with_skipped(paths.table, skipped)
 
 
 def _readable(

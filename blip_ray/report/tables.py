@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from blip_ray import metrics
@@ -82,6 +83,15 @@ def trial_metrics(trial: TrialResult, *, split: str = "test") -> dict[str, float
         return metrics.summary(matrix, initial)
     except ValueError as exc:  # name the trial: the bare message does not say which one
         raise ValueError(f"trial {trial.trial_id}: {exc}") from exc
+
+
+def trial_terms(trial: TrialResult, key: str) -> np.ndarray:
+    """The trial's scores that the report's bootstrap resamples for metric ``key`` (one of
+    :data:`metrics.TASK_TERMS`): an RL trial's per-game terms of its normalized matrix, whose
+    mean is the metric (a stratum per game); otherwise the metric alone, one value."""
+    if trial.metric == "normalized_return" and trial.matrix:
+        return metrics.TASK_TERMS[key](trial.matrix)
+    return np.array([trial_metrics(trial)[key]])
 
 
 def last_value(values: Sequence[float | int | None]) -> float:
