@@ -265,6 +265,10 @@ def test_both_stages_run_and_resume(ray_session, tmp_path):
     assert segment["selection"]["methods"] == record["methods"]
     report = (top / "report.md").read_text()
     assert "## Selection (validation)" in report and "## Search trials" in report
+    final_report = (top / FINAL_STAGE / "report.md").read_text()
+    statistics = final_report[final_report.index("## Statistics") :].split("\n## ")[0]
+    assert statistics.strip() in report  # the final stage's statistics, at the top
+    assert final_report.split("## Results\n\n")[1].split("\n\n")[0] in report  # its table
     assert (top / "table.csv").exists()
 
     # a spec naming this selection runs the final stage alone, with the same configurations

@@ -28,14 +28,26 @@ Improvements = dict[str, dict[tuple[str, str], statistics.Interval]]
 
 
 def improvements(rows: Sequence[TableRow], *, reps: int = statistics.DEFAULT_REPS) -> Improvements:
-    """P(X > Y) for every ordered pair of continual rows, per score of :data:`KEYS`."""
-    competing = [row for row in rows if not row.reference]
+    """P(X > Y) for every ordered pair of continual methods, per score of :data:`KEYS`: each
+    method by its first row (the table lists a method's best setting first), so a sweep of many
+    settings compares methods, not every setting with every other."""
+    competing = compared_rows(rows)
     return {
         key: statistics.improvement_matrix(
             {row.name: scores_array(row.terms[key]) for row in competing}, reps=reps
         )
         for key in KEYS
     }
+
+
+def compared_rows(rows: Sequence[TableRow]) -> list[TableRow]:
+    """Each continual method's first row (its best setting: the table lists best ACC first)."""
+    competing, seen = [], set()
+    for row in rows:
+        if not row.reference and row.method not in seen:
+            seen.add(row.method)
+            competing.append(row)
+    return competing
 
 
 def improvement_frame(found: Improvements) -> pd.DataFrame:
@@ -75,9 +87,11 @@ def markdown_lines(rows: Sequence[TableRow], found: Improvements, *, reps: int) 
     if not rows:
         return ["", "## Statistics", "", "No trials with status ok: nothing to compare."]
     lines = ["", "## Statistics", "", method_sentence(rows, reps=reps)]
-    names = [row.name for row in rows if not row.reference]
+    names = [row.name for row in compared_rows(rows)]
     if len(names) < 2:
-        return [*lines, "", "Fewer than two continual rows: no probability of improvement."]
+        return [*lines, "", "Fewer than two continual methods: no probability of improvement."]
+    if len(names) < sum(not row.reference for row in rows):
+        lines += ["", "Several settings of a method: P(X > Y) compares each method's best."]
     for key in KEYS:
         lines += [
             *("", f"Probability of improvement on {_labels()[key]}: P(row > column) [95% CI].", ""),

@@ -21,8 +21,6 @@ from blip_ray.records.layout import (
     read_spec_record,
 )
 from blip_ray.records.trials import load_trials
-from blip_ray.report import improvement, statistics
-from blip_ray.report.results_table import render_markdown, table_rows
 from blip_ray.report.selection import selection_markdown
 
 REPORT_FILE = "report.md"
@@ -49,10 +47,9 @@ def write_protocol_report(top: Path) -> str:
     spec = read_spec_record(top) or {}
     final_dir = top / FINAL_STAGE
     trials = load_trials(final_dir) if final_dir.is_dir() else []
-    rows = table_rows(trials, reps=statistics.DEFAULT_REPS)
-    table = render_markdown(rows) if trials else "(the final stage has not started)"
-    found = improvement.improvements(rows, reps=statistics.DEFAULT_REPS)
-    tested = improvement.markdown_lines(rows, found, reps=statistics.DEFAULT_REPS) if trials else []
+    table, tested = "(the final stage has not started)", []
+    if trials:
+        table, tested = _final_sections(final_dir / REPORT_FILE)
     selection = selection_markdown(record)
     lines = [
         f"# {spec.get('name', top.name)} ({spec.get('benchmark', '?')}): chosen on validation, "
@@ -76,3 +73,14 @@ def write_protocol_report(top: Path) -> str:
         if (final_dir / name).exists():
             shutil.copyfile(final_dir / name, top / name)
     return f"{table}\n\n{selection}"
+
+
+def _final_sections(report: Path) -> tuple[str, list[str]]:
+    """The final stage's results table and Statistics section, as its report.md (just written by
+    the same code) has them: the bootstrap is not drawn twice."""
+    lines = report.read_text(encoding="utf-8").splitlines()
+    start = lines.index("## Results") + 2
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    first = lines.index("## Statistics")
+    last = next(i for i in range(first, len(lines)) if lines[i].startswith("improvement.csv"))
+    return "\n".join(lines[start:end]), ["", *lines[first : last + 1]]

@@ -93,7 +93,8 @@ def _stages_text(
         text = dry_run_text(stage, cpus=cpus, remote=remote, estimator=estimator)
         lines += [f"{title}:", *(f"  {line}" for line in text.splitlines())]
     both = "none" if seconds is None else f"about {duration_text(seconds)}"
-    lines.append(f"both stages: {total:,} trials; estimated wall time {both}")
+    which = "both stages" if len(stages) == 2 else "in all"
+    lines.append(f"{which}: {total:,} trials; estimated wall time {both}")
     return "\n".join(lines)
 
 
