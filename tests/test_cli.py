@@ -226,6 +226,14 @@ CASES = {
         "methods.blip.max_bit: uniform needs a real-valued setting",
         spec=GOOD.replace("f_prior: 1e-15", "max_bit: {uniform: [1, 20]}"),
     ),
+    "unknown zero-bit rule": Case(
+        "methods.blip.zero_bit_weights: expected one of zero, keep, reinit, got 'random'",
+        spec=GOOD.replace("f_prior: 1e-15", "zero_bit_weights: random"),
+    ),
+    "unknown zero-bit rule in a grid on RL": Case(
+        "methods.blip.zero_bit_weights.grid[1]: expected one of zero, keep, reinit, got 'none'",
+        spec=RL_GOOD.replace("blip: {}", "blip: {zero_bit_weights: {grid: [keep, none]}}"),
+    ),
     "zero F_prior on RL": Case(
         "methods.blip.f_prior: must be a finite number > 0, got 0.0",
         spec=RL_GOOD.replace("blip: {}", "blip: {f_prior: 0}"),
@@ -424,7 +432,7 @@ def test_list_shows_benchmarks_methods_and_defaults(capsys):
     assert "networks: alexnet32, alexnet84, atari_cnn, mlp, resnet18" in lines
     blip = lines.index(
         "  blip        supervised, rl: f_prior=1e-15, max_bit=20, fisher_batches=80, "
-        "fisher_batch_size=100"
+        "fisher_batch_size=100, zero_bit_weights='zero'"
     )
     assert lines[blip + 2].strip() == (
         "on cartpole3: f_prior=5e-18, fisher_batches=32, fisher_batch_size=62"

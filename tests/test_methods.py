@@ -47,6 +47,27 @@ def test_blip_freezes_bits_and_keeps_them():
     assert len({r.state_bytes for r in records}) == 1, "BLIP's state is constant in the tasks"
 
 
+def test_blip_zero_bit_rules_change_only_the_parameters_without_bits():
+    """One task per rule, same seed: the same training, Fisher and bits; the task end differs
+    only where no bit was frozen (0 under the default, the official rule)."""
+    assert make_method("blip").config.zero_bit_weights == "zero"
+    trunks = {}
+    for rule in ("zero", "keep", "reinit"):
+        # an F_prior that leaves about half the trunk without bits after one task
+        _, model, _, _ = run("blip", tasks=1, f_prior=1e-8, fisher_batches=3, zero_bit_weights=rule)
+        trunks[rule] = quant.blip_layers(model)
+    for i, layer in enumerate(trunks["zero"]):
+        for name, p in layer.blip_params():
+            unfrozen = layer.state(name, "bits") == 0
+            assert unfrozen.any() and (~unfrozen).any() and (p[unfrozen] == 0).all()
+            for rule in ("keep", "reinit"):
+                other = trunks[rule][i]
+                assert torch.equal(other.state(name, "bits"), layer.state(name, "bits"))
+                moved = getattr(other, name).detach()
+                assert torch.equal(moved[~unfrozen], p[~unfrozen].detach())
+                assert (moved[unfrozen] != 0).any(), rule
+
+
 def test_blip_rejects_a_plain_trunk():
     seq = synthetic_sequence()
     with pytest.raises(ValueError, match="quantized"):
@@ -162,6 +183,7 @@ def test_nan_loss_stops_the_run_with_a_clear_error():
         ("blip", {"f_prior": 0.0}, "f_prior: must be a finite number > 0"),
         ("blip", {"f_prior": math.nan}, "f_prior: must be a finite number > 0"),
         ("blip", {"max_bit": 31}, "max_bit: must be in 1..30"),
+        ("blip", {"zero_bit_weights": "random"}, "zero_bit_weights: must be zero, keep or reinit"),
         ("ewc", {"lamb": -1.0}, "lamb: must be >= 0"),
         ("online_ewc", {"gamma": 0.0}, r"gamma: must be in \(0, 1\]"),
         ("imm_mode", {"merge": "max"}, "merge: must be mean or mode"),

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from blip_ray.quant import QuantConv2d, QuantLinear, allocate_bits, clip_bounds, quantize
+from blip_ray.quant import (
+    ZERO_BIT_WEIGHTS,
+    QuantConv2d,
+    QuantLinear,
+    allocate_bits,
+    clip_,
+    clip_bounds,
+    quantize,
+    quantize_task_end,
+)
 
 MAX_BIT = 20
 
@@ -158,3 +167,89 @@ def test_fresh_layer_clip_interval_is_clip_bounds_at_zero():
         )
         assert torch.equal(layer.state(name, "lower"), lower)
         assert torch.equal(layer.state(name, "upper"), upper)
+
+
+def task_end_with_known_bits(rule: str, *, seed: int = 7, generator=None) -> tuple:
+    """A QuantLinear(6, 4) with half of its weights and biases at 0 bits, the rest at 1..20, after
+    one task end under ``rule``; returns it, its values before and its bit masks."""
+    torch.manual_seed(0)
+    layer = QuantLinear(6, 4, variant="rl", f_prior=1e-15)
+    with torch.no_grad():
+        layer.bias.uniform_(-0.9, 0.9)
+    bits = {}
+    for name, p in layer.blip_params():
+        pattern = torch.randint(1, MAX_BIT + 1, p.shape, generator=torch.Generator().manual_seed(1))
+        pattern.view(-1)[::2] = 0
+        layer.state(name, "bits").copy_(pattern)
+        bits[name] = pattern  # a zero Fisher gains no bits: the allocation stays this one
+    before = {name: p.detach().clone() for name, p in layer.blip_params()}
+    torch.manual_seed(seed)
+    layer.end_task(0, zero_bit_weights=rule, generator=generator)
+    return layer, before, bits
+
+
+def test_zero_bit_rules_at_a_task_end():
+    """``zero`` sets 0-bit parameters to 0.0, ``keep`` leaves their trained values, ``reinit``
+    draws them as the official commented-out line; positions with bits are the same under all."""
+    ends = {rule: task_end_with_known_bits(rule) for rule in ZERO_BIT_WEIGHTS}
+    zero, before, bits = ends["zero"]
+    for name, p in zero.blip_params():
+        unfrozen = bits[name] == 0
+        assert unfrozen.any() and (~unfrozen).any()
+        assert torch.equal(zero.state(name, "bits"), bits[name].to(torch.int8))
+        expected = quantize(before[name], bits[name], zero.bounds[name])
+        assert torch.equal(p.detach(), expected)  # the quantizer alone, as without the option
+        assert (p[unfrozen] == 0.0).all()
+        bound = zero.bounds[name]
+        for rule in ("keep", "reinit"):
+            other = getattr(ends[rule][0], name).detach()
+            assert torch.equal(other[~unfrozen], p[~unfrozen].detach()), (rule, name)
+            assert torch.equal(ends[rule][0].state(name, "prev"), other)
+        kept = getattr(ends["keep"][0], name).detach()
+        assert torch.equal(kept[unfrozen], before[name][unfrozen])
+        drawn = getattr(ends["reinit"][0], name).detach()
+        assert (drawn[unfrozen] >= -bound).all() and (drawn[unfrozen] < bound).all()
+        assert (drawn[unfrozen] != before[name][unfrozen]).all()
+        assert drawn[unfrozen].std() > bound / 4  # spread over the range, not near 0
+
+
+def test_reinit_is_the_official_draw_from_the_runs_generator():
+    layer, before, bits = task_end_with_known_bits("reinit", seed=3)
+    again, _, _ = task_end_with_known_bits("reinit", seed=3)
+    other, _, _ = task_end_with_known_bits("reinit", seed=4)
+    torch.manual_seed(3)
+    for name, p in layer.blip_params():
+        unfrozen, bound = bits[name] == 0, layer.bounds[name]
+        # out_t = torch.empty_like(input).uniform_(-1.0,1.0) on the input / bound scale, drawn for
+        # the weight, then the bias (registration order), from the seeded default generator
+        official = torch.empty_like(before[name]).uniform_(-1.0, 1.0) * bound
+        assert torch.equal(p[unfrozen].detach(), official[unfrozen])
+        assert torch.equal(p.detach(), getattr(again, name).detach())
+        assert not torch.equal(p[unfrozen].detach(), getattr(other, name)[unfrozen].detach())
+    generator = torch.Generator().manual_seed(3)
+    explicit, _, _ = task_end_with_known_bits("reinit", seed=99, generator=generator)
+    assert torch.equal(explicit.weight, layer.weight)  # an explicit generator is used instead
+
+
+@pytest.mark.parametrize("rule", ZERO_BIT_WEIGHTS)
+def test_zero_bit_rules_leave_frozen_bits_to_the_clipping(rule):
+    """After the task end, training moves a parameter with bits at most one step from its frozen
+    value and a 0-bit one at most ``bound`` from the value the rule set."""
+    layer, _, bits = task_end_with_known_bits(rule)
+    frozen = {name: p.detach().clone() for name, p in layer.blip_params()}
+    with torch.no_grad():
+        for _, p in layer.blip_params():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    clip_([layer])
+    for name, p in layer.blip_params():
+        bound = layer.bounds[name]
+        step = bound * torch.exp2(-bits[name].float())
+        # up to float rounding of the difference (a few ulps of the range)
+        assert ((p - frozen[name]).abs() <= step + bound * 2.0**-21).all()
+        assert (p.abs() <= bound * (1 - 2.0**-MAX_BIT)).all()
+        assert (p != frozen[name]).all(), "the test must move every parameter"
+
+
+def test_quantize_task_end_refuses_an_unknown_rule():
+    with pytest.raises(ValueError, match="zero_bit_weights: must be one of zero, keep, reinit"):
+        quantize_task_end(torch.ones(2), torch.zeros(2), 1.0, zero_bit_weights="random")

@@ -137,6 +137,38 @@ def test_blip_clips_once_per_optimizer_step_within_bounds(
     assert not clips and violations(module_of(plain)) > 0
 
 
+@pytest.mark.parametrize("rule", ["keep", "reinit"])
+def test_blip_zero_bit_rule_reaches_the_learners_task_end(
+    rule: str, runner: SingleAgentEnvRunner
+) -> None:
+    # F_prior 1e-12 (the sequence's is 5e-18) leaves a few hundred trunk parameters without bits
+    learner = make_learner(make_config("blip", f_prior=1e-12, zero_bit_weights=rule))
+    assert learner.method.config.zero_bit_weights == rule
+    assert learner.method.config.fisher_batch_size == 62  # over the sequence's RL defaults
+    train(learner, runner)
+    module = module_of(learner)
+    trained = {
+        (id(layer), name): param.detach().clone()
+        for layer in quant.blip_layers(module)
+        for name, param in layer.blip_params()
+    }
+    learner.finish_task(0)
+    unfrozen_seen = 0
+    for layer in quant.blip_layers(module):
+        for name, param in layer.blip_params():
+            bits, before = layer.state(name, "bits"), trained[(id(layer), name)]
+            unfrozen = bits == 0
+            unfrozen_seen += int(unfrozen.sum())
+            expected = quant.quantize(before, bits, layer.bounds[name])
+            assert torch.equal(param[~unfrozen].detach(), expected[~unfrozen])
+            if rule == "keep":
+                assert torch.equal(param[unfrozen].detach(), before[unfrozen])
+            else:
+                assert (param[unfrozen].abs() <= layer.bounds[name]).all()
+                assert (param[unfrozen] != before[unfrozen]).all()
+    assert unfrozen_seen > 0, "the test must leave some parameters without bits"
+
+
 def test_update_is_rllibs_to_the_bit_without_its_gradient_checks_and_value_graph(
     blip_config: Any, runner: SingleAgentEnvRunner
 ) -> None:

@@ -36,6 +36,20 @@ class BlipConfig(MethodConfig):
     """Minibatches of training samples for the end-of-task Fisher (80 x 100 in the paper)."""
     fisher_batch_size: int = 100
     """Samples per Fisher minibatch; the Fisher's 1/N^2 scale depends on it (10 on miniImageNet)."""
+    zero_bit_weights: quant.ZeroBitWeights = quant.DEFAULT_ZERO_BIT_WEIGHTS
+    """What a trunk parameter left with 0 bits (none frozen, nothing to preserve) holds after a
+    task end, in both tracks; parameters with bits are quantized alike under every rule.
+    ``zero``: 0, the official code's ``out[bit_alloc==0] = 0.0`` (lines at its commit c09814d:
+    ``RL/rl_module/quant_layer.py`` line 18,
+    ``ImageClassification/src/networks/quant_layer.py`` line 18,
+    ``miniImageNetClassification/src/networks/quant_layer.py`` line 20). The RL and miniImageNet
+    copies leave two alternatives commented out beside it: ``keep``, the trained value
+    (``out[bit_alloc==0] = input[bit_alloc==0]``, RL line 21, miniImageNet line 23);
+    ``reinit``, ``uniform(-1, 1) * bound`` (RL lines 24-25, miniImageNet lines 26-27:
+    ``out_t = torch.empty_like(input).uniform_(-1.0,1.0)`` on the ``input / bound`` scale; biases:
+    bound 1), drawn from torch's generator, which the run seeds. Under each rule the value set is
+    the parameter's ``prev``, and the next task moves it at most ``bound`` from there (the official
+    clipping)."""
 
     smoke_values: ClassVar[dict[str, Any]] = {"fisher_batches": 2}
 
@@ -45,6 +59,8 @@ class BlipConfig(MethodConfig):
         require(self, "max_bit", 1 <= self.max_bit <= MAX_BIT_LIMIT, f"in 1..{MAX_BIT_LIMIT}")
         require(self, "fisher_batches", self.fisher_batches >= 1, ">= 1")
         require(self, "fisher_batch_size", self.fisher_batch_size >= 1, ">= 1")
+        ok = self.zero_bit_weights in quant.ZERO_BIT_WEIGHTS
+        require(self, "zero_bit_weights", ok, "zero, keep or reinit")
 
 
 @register_method("blip")
@@ -80,7 +96,13 @@ class BlipMethod(ContinualMethod):
         batches = samples.batches(
             self.config.fisher_batch_size, shuffle=True, limit=self.config.fisher_batches
         )
-        quant.end_task(model, task=task_id, batches=batches, log_prob_fn=samples.sampled_log_prob)
+        quant.end_task(
+            model,
+            task=task_id,
+            batches=batches,
+            log_prob_fn=samples.sampled_log_prob,
+            zero_bit_weights=self.config.zero_bit_weights,
+        )
 
     def capacity(self, model: Model) -> float | None:
         """Frozen bits over all the bits of the quantized parameters (``max_bit`` each)."""

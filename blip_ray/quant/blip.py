@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from blip_ray.quant.fisher import LogProbFn, squared_grad_sums
+from blip_ray.quant.formulas import DEFAULT_ZERO_BIT_WEIGHTS, ZeroBitWeights
 from blip_ray.quant.layers import QuantMixin
 
 
@@ -58,14 +60,24 @@ def estimate_fisher(model: nn.Module, batches: Iterable[Any], log_prob_fn: LogPr
     return total
 
 
-def end_task(model: nn.Module, *, task: int, batches: Iterable[Any], log_prob_fn: LogProbFn) -> int:
+def end_task(
+    model: nn.Module,
+    *,
+    task: int,
+    batches: Iterable[Any],
+    log_prob_fn: LogProbFn,
+    zero_bit_weights: ZeroBitWeights = DEFAULT_ZERO_BIT_WEIGHTS,
+    generator: torch.Generator | None = None,
+) -> int:
     """BLIP's end of 0-based task ``task``: Fisher -> bits -> quantize -> ``fisher_old`` update.
 
+    ``zero_bit_weights`` sets what the parameters left with 0 bits hold (``quantize_task_end``);
+    ``reinit`` draws from ``generator`` (None: torch's default) after the Fisher, layer by layer.
     Returns the number of samples the Fisher was estimated from.
     """
     total = estimate_fisher(model, batches, log_prob_fn)
     for layer in blip_layers(model):
-        layer.end_task(task)
+        layer.end_task(task, zero_bit_weights=zero_bit_weights, generator=generator)
     return total
 
 

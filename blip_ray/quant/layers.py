@@ -14,7 +14,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from blip_ray.quant.formulas import allocate_bits, clip_bounds, quantize, update_fisher_old
+from blip_ray.quant.formulas import (
+    DEFAULT_ZERO_BIT_WEIGHTS,
+    ZeroBitWeights,
+    allocate_bits,
+    clip_bounds,
+    quantize,
+    quantize_task_end,
+    update_fisher_old,
+)
 
 Variant = Literal["classification", "rl"]
 VARIANTS: tuple[str, ...] = ("classification", "rl")
@@ -98,10 +106,18 @@ class QuantMixin:
             self.bias.clamp_(self.bias_lower, self.bias_upper)
 
     @torch.no_grad()
-    def end_task(self, task: int) -> None:
+    def end_task(
+        self,
+        task: int,
+        *,
+        zero_bit_weights: ZeroBitWeights = DEFAULT_ZERO_BIT_WEIGHTS,
+        generator: torch.Generator | None = None,
+    ) -> None:
         """Bits from the stored Fisher, then ``w = prev = quantize(w)``, ``fisher_old`` update.
 
         Expects the ``*_fisher`` buffers to hold the task's Fisher (see ``estimate_fisher``).
+        ``zero_bit_weights`` and ``generator``: what the parameters left with 0 bits hold (see
+        ``quantize_task_end``); their clip interval is then ``bound`` around that value.
         """
         for name, param in self.blip_params():
             bits, fisher = self.state(name, "bits"), self.state(name, "fisher")
@@ -111,7 +127,15 @@ class QuantMixin:
                     "F_prior must be > 0 before a BLIP task end; set it with set_f_prior"
                 )
             bits.copy_(allocate_bits(bits, fisher, fisher_old, task=task, max_bit=self.max_bit))
-            param.copy_(quantize(param, bits, self.bounds[name]))
+            param.copy_(
+                quantize_task_end(
+                    param,
+                    bits,
+                    self.bounds[name],
+                    zero_bit_weights=zero_bit_weights,
+                    generator=generator,
+                )
+            )
             self.state(name, "prev").copy_(param)
             fisher_old.copy_(update_fisher_old(fisher, fisher_old, task=task))
             fisher.zero_()
