@@ -160,6 +160,16 @@ def integer(value: Any, where: str, *, minimum: int | None = None) -> int:
     return value
 
 
+def seed_list(value: Any, where: str, *, example: str) -> tuple[int, ...]:
+    """A non-empty list of distinct seeds (integers >= 0)."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: expected a non-empty list of integers, e.g. {example}")
+    seeds = tuple(integer(s, f"{where}[{i}]", minimum=0) for i, s in enumerate(value))
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: the list repeats a seed")
+    return seeds
+
+
 def number(value: Any, where: str, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise SpecError(f"{where}: expected a finite number, got {value!r}")

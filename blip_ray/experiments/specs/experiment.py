@@ -277,12 +277,7 @@ def parse_spec(
             if rl
             else f"rl: only RL benchmarks ({', '.join(sorted(RL_SEQUENCES))}) take it"
         )
-    seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds:
-        raise SpecError("seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
-    seeds = tuple(checks.integer(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
-    if len(set(seeds)) != len(seeds):
-        raise SpecError("seeds: the list repeats a seed")
+    seeds = checks.seed_list(raw["seeds"], "seeds", example="[0, 1, 2]")
     resources = _resources(raw.get("resources", {}))
     if rl:
         track = {"network": rl_sequence.trunk, "rl": rl_section(raw, benchmark, cpus=resources.cpu)}

@@ -112,12 +112,7 @@ def parse_search(
         raise SpecError(
             "search.seeds: missing; list the search trials' seeds, e.g. [100, 101, 102]"
         )
-    seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds:
-        raise SpecError("search.seeds: expected a non-empty list of integers, e.g. [100, 101]")
-    seeds = tuple(checks.integer(s, f"search.seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
-    if len(set(seeds)) != len(seeds):
-        raise SpecError("search.seeds: the list repeats a seed")
+    seeds = checks.seed_list(raw["seeds"], "search.seeds", example="[100, 101]")
     shared = sorted(set(seeds) & set(final_seeds))
     if shared:
         raise SpecError(
