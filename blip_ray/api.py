@@ -27,9 +27,16 @@ from blip_ray.data import SEQUENCES
 from blip_ray.experiments.specs.experiment import Resources
 from blip_ray.methods import ContinualMethod
 from blip_ray.models.base import MultiHeadNet
-from blip_ray.records.layout import CHECKPOINT_GLOB, trial_dirs
+from blip_ray.records.layout import (
+    CHECKPOINT_GLOB,
+    FINAL_STAGE,
+    SELECTION_FILE,
+    read_json,
+    trial_dirs,
+)
 from blip_ray.records.rows import read_config
 from blip_ray.records.trials import TrialResult, load_trials
+from blip_ray.report.protocol import is_protocol_dir
 from blip_ray.report.results_table import table_frame, table_rows
 from blip_ray.report.tables import matrices_frame, summary_frame
 from blip_ray.supervised import LoopState, TrainSettings, run_sequence
@@ -123,6 +130,9 @@ class Experiment:
 
     directory: Path
     trials: list[TrialResult]
+    selection: dict[str, Any] | None = None
+    """A run with ``search:``: its selection record (every configuration tried, its validation
+    scores, the chosen one); the trials are its final stage's."""
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -163,12 +173,16 @@ def open_experiment(
     directory: str | Path, *, reference_returns: Mapping[str, float] | None = None
 ) -> Experiment:
     """The trials of ``directory`` (RL returns normalized as the report does, with
-    ``reference_returns`` if given)."""
-    path = Path(directory)
+    ``reference_returns`` if given); of a run with ``search:``, its final stage's, with the
+    selection (``open_experiment(DIR / "search")`` opens the search trials)."""
+    path, selection = Path(directory), None
+    if is_protocol_dir(path):
+        selection = read_json(path / SELECTION_FILE)
+        path = path / FINAL_STAGE
     if not trial_dirs(path):
         raise FileNotFoundError(f"{path} holds no trials; pass an experiment directory")
     reference = dict(reference_returns) if reference_returns is not None else None
-    return Experiment(path, load_trials(path, reference=reference))
+    return Experiment(path, load_trials(path, reference=reference), selection)
 
 
 def load_model(
@@ -182,7 +196,10 @@ def load_model(
     experiment ran several settings) and ``seed``, with the weights its last finished task left
     (the trial's latest checkpoint), in eval mode; ``model.set_task`` picks a task's head where
     the method keeps per-task state."""
-    trial_dir = _trial_dir(Path(directory), method=method, seed=seed, hp=hyperparameters)
+    directory = Path(directory)
+    if is_protocol_dir(directory):  # a run with search: its final stage's trials
+        directory = directory / FINAL_STAGE
+    trial_dir = _trial_dir(directory, method=method, seed=seed, hp=hyperparameters)
     config = read_config(trial_dir)
     run = config["run"]
     if run.get("track") == "rl":

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from blip_ray.api import load_model, open_experiment
 from blip_ray.errors import UserError
 from blip_ray.experiments.plan.dry_run import dry_run_text
 from blip_ray.experiments.plan.estimate import Estimate
@@ -270,6 +271,10 @@ def test_both_stages_run_and_resume(ray_session, tmp_path):
     assert statistics.strip() in report  # the final stage's statistics, at the top
     assert final_report.split("## Results\n\n")[1].split("\n\n")[0] in report  # its table
     assert (top / "table.csv").exists()
+
+    opened = open_experiment(top)  # the API opens the final stage, with the selection
+    assert opened.selection == record and len(opened.summary) == 3 * 2
+    assert load_model(top, method="finetune", seed=1, hyperparameters=None) is not None
 
     # a spec naming this selection runs the final stage alone, with the same configurations
     raw["search"]["selection"] = str(top / SELECTION_FILE)
