@@ -420,3 +420,19 @@ def test_an_optuna_search_on_rl_needs_reference_returns_and_scores_normalized_re
     score = _validation_score(result, "acc", {"a": 110.0, "b": 110.0})
     assert score == pytest.approx((0.25 + 1.0) / 2)
     assert _validation_score(result | {"tasks_done": 1}, "acc", {"a": 1.0, "b": 1.0}) is None
+
+
+def test_smoke_shrinks_a_search_but_keeps_a_committed_selection(tmp_path):
+    smoke = parse_spec(SPEC).smoke().search
+    assert (smoke.seeds, smoke.budget, smoke.first_tasks) == ((100,), 2, 2)
+    record = {
+        "metric": "acc",
+        "search_seeds": [100, 101],
+        "methods": {m: {"chosen": {}} for m in ("blip", "ewc", "finetune")},
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(record))
+    spec = parse_spec(spec_with(selection="selection.json"), base=tmp_path).smoke()
+    assert spec.search.seeds == (100, 101) and spec.seeds == (0,)
+    from blip_ray.experiments.specs.search import read_selection
+
+    assert read_selection(spec.search, spec.methods) == record  # what the run reads again

@@ -162,7 +162,7 @@ class ExperimentSpec:
             for name, hp in self.methods.items()
         }
         search = self.search
-        if search is not None:
+        if search is not None and search.selection is None:  # a committed one is not rerun
             search = dataclasses.replace(
                 search,
                 seeds=search.seeds[:1],
