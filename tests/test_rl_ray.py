@@ -7,6 +7,8 @@ the right task, head and env.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,29 @@ def test_isolation_methods_run_two_cartpole_tasks_through_rllib(
     assert 0 < int(held.sum()) < held.numel()
     assert torch.equal(before[held], after[held])  # task 1 left task 0's weights bit-identical
     assert not torch.equal(before[~held], after[~held])
+
+
+def test_row_timings_count_every_evaluation_of_the_task(
+    ray_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's ``eval_s`` holds its evaluations inside the task too, not only those at its end;
+    ``train_s`` the rest. Every evaluation is made 0.2 s slower, so each shows in the timings."""
+    from blip_ray.rl.learners import ContinualPPOLearner
+
+    delay, evaluate = 0.2, ContinualPPOLearner.evaluate
+
+    def slow_evaluate(self: Any, **kwargs: Any) -> list[float]:
+        time.sleep(delay)
+        return evaluate(self, **kwargs)
+
+    monkeypatch.setattr(ContinualPPOLearner, "evaluate", slow_evaluate)  # the local learner
+    settings = two_short_tasks("finetune")
+    settings = replace(settings, rl=replace(settings.rl, steps_per_task=192))  # 2 batches a task
+    records = list(run_sequence(settings))
+    assert [len(r.curve) for r in records] == [2, 2]  # one evaluation inside, one at the end
+    for record in records:
+        # inside the task: the reported episodes; at its end: reported and selection episodes
+        assert record.eval_s >= 3 * delay
+        assert record.train_s < record.task_wall_s - record.eval_s + 1e-6
+        parts = record.train_s + record.end_task_s + record.eval_s
+        assert parts == pytest.approx(record.task_wall_s)

@@ -66,11 +66,12 @@ class TaskRow:
     state_bytes: int
     """Bytes of method state kept after this task."""
     train_s: float = 0.0
-    """Seconds training this task (RL: with the evaluations inside the task)."""
+    """Seconds training this task (supervised: with its validation passes; RL: without the
+    evaluations, which ``eval_s`` counts)."""
     end_task_s: float = 0.0
     """Seconds of the method's end-of-task step."""
     eval_s: float = 0.0
-    """Seconds evaluating every task after it."""
+    """Seconds evaluating every task after it (RL: and the evaluations inside the task)."""
     task_wall_s: float = 0.0
     """Wall time of this task: training, end-of-task step, evaluation and bookkeeping."""
     epochs: int | None = None

@@ -95,10 +95,11 @@ def _train(
         for k in ("steps_per_task", "eval_episodes", "eval_max_steps", "eval_policy")
     }
     curve: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    started, eval_s = time.perf_counter(), 0.0  # eval_s: the task's evaluations, every one
     while True:
         result = algo.train()
         env_steps = int(result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", 0))
+        eval_s += float(result.get("eval_s", 0.0))
         if "eval_returns" in result:
             curve.append({"env_steps": env_steps, "returns": list(result["eval_returns"])})
         if "ended_task" not in result:
@@ -123,8 +124,8 @@ def _train(
             capacity=result.get("capacity"),
             state_bytes=int(state_bytes),
             end_task_s=float(result.get("end_task_s", 0.0)),
-            eval_s=float(result.get("eval_s", 0.0)),
-            train_s=wall - float(result.get("end_task_s", 0.0)) - float(result.get("eval_s", 0.0)),
+            eval_s=eval_s,
+            train_s=wall - float(result.get("end_task_s", 0.0)) - eval_s,
             task_wall_s=wall,
             random_row=baselines["random_returns"],
             budget=budget,
@@ -134,6 +135,6 @@ def _train(
             capacity_label=METHODS[settings.method].capacity_label,
             algorithm=algo,
         )
-        curve, started = [], time.perf_counter()
+        curve, started, eval_s = [], time.perf_counter(), 0.0
         if task + 1 >= settings.num_tasks:
             return
