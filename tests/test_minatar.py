@@ -48,6 +48,20 @@ def test_sequences_list_the_games_in_order() -> None:
         env.close()
 
 
+def test_minatar3_is_minatar4_without_asterix_game_for_game() -> None:
+    minatar3, minatar4 = get_rl_sequence("minatar3"), get_rl_sequence("minatar4")
+    assert [t.name for t in minatar3.tasks] == ["SpaceInvaders", "Breakout", "Freeway"]
+    assert minatar3.action_counts == (4, 3, 3) and minatar3.max_actions == 6
+    assert (minatar3.ppo, minatar3.steps_per_task) == (minatar4.ppo, minatar4.steps_per_task)
+    for own, theirs in ((0, 0), (1, 1), (2, 3)):  # Freeway is minatar4's fourth game
+        a, b = minatar3.make_env(own, training=False), minatar4.make_env(theirs, training=False)
+        np.testing.assert_array_equal(a.reset(seed=own)[0], b.reset(seed=own)[0])
+        for action in (1, 2, 0, 5, 3):
+            np.testing.assert_array_equal(a.step(action)[0], b.step(action)[0])
+        assert a.get_wrapper_attr("task_actions") == b.get_wrapper_attr("task_actions")
+        a.close(), b.close()
+
+
 @pytest.mark.parametrize("game", GAMES)
 def test_observations_are_the_games_state_zero_padded(game: str) -> None:
     from minatar import Environment
@@ -251,3 +265,4 @@ def test_list_shows_the_minatar_sequences(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert "  minatar4       4 tasks, trunk minatar_cnn" in lines
     assert "  minatar5       5 tasks, trunk minatar_cnn" in lines
+    assert "  minatar3       3 tasks, trunk minatar_cnn" in lines
