@@ -45,12 +45,13 @@ from pairs import (  # noqa: E402
     parse_pairs,
     print_ratio,
     start_local_ray,
+    steady_rl_settings,
 )
 
 from blip_ray.rl import envs  # noqa: E402
 from blip_ray.rl.config import build_ppo_config  # noqa: E402
 from blip_ray.rl.sequences import get_rl_sequence  # noqa: E402
-from blip_ray.rl.settings import ContinualSettings, PpoSettings, RlSettings  # noqa: E402
+from blip_ray.rl.settings import PpoSettings  # noqa: E402
 
 SEQUENCE, GAME, ROM = "atari6", 0, "kung_fu_master"
 NUM_ENVS = 16
@@ -101,15 +102,8 @@ def ale_vector_envs() -> gym.vector.VectorEnv:
 
 def rllib_sampling_steps_per_s(samples: int = 4) -> float:
     """The env runner's ``sample()`` rate with the harness's PPO for atari6 (16 envs x 32)."""
-    rl = RlSettings(
-        steps_per_task=100_000_000,
-        ppo=PpoSettings(num_envs=NUM_ENVS, rollout_length=VECTOR_STEPS),
-        eval_episodes=1,
-        eval_interval=0,
-        eval_max_steps=100,
-        num_env_runners=0,
-    )
-    settings = ContinualSettings(SEQUENCE, 1, "blip", {}, 0, rl, num_gpus_per_learner=0)
+    ppo = PpoSettings(num_envs=NUM_ENVS, rollout_length=VECTOR_STEPS)
+    settings = steady_rl_settings(SEQUENCE, ppo)
     algo = build_ppo_config(settings).build_algo()
     try:
         runner = algo.env_runner_group.local_env_runner

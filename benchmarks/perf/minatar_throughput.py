@@ -44,6 +44,8 @@ from pairs import (  # noqa: E402
     parse_pairs,
     print_ratio,
     start_local_ray,
+    steady_rl_settings,
+    timed_iteration,
     verdict,
 )
 from torch import nn  # noqa: E402
@@ -53,7 +55,7 @@ from blip_ray.models import ModelOptions  # noqa: E402
 from blip_ray.models.minatar import minatar_trunk  # noqa: E402
 from blip_ray.rl.config import build_ppo_config  # noqa: E402
 from blip_ray.rl.sequences import get_rl_sequence  # noqa: E402
-from blip_ray.rl.settings import ContinualSettings, PpoSettings, RlSettings  # noqa: E402
+from blip_ray.rl.settings import PpoSettings  # noqa: E402
 
 SEQUENCE = "minatar4"
 PPO = PpoSettings(num_envs=64, rollout_length=32, num_epochs=2, num_minibatches=4)
@@ -63,23 +65,8 @@ TARGET = 0.7
 
 
 def rllib_iteration() -> tuple[Run, object]:
-    rl = RlSettings(
-        steps_per_task=100_000_000,  # the task never ends while timing
-        ppo=PPO,
-        eval_episodes=1,
-        eval_interval=0,
-        eval_max_steps=100,
-        num_env_runners=0,
-    )
-    settings = ContinualSettings(SEQUENCE, 1, "blip", {}, 0, rl, num_gpus_per_learner=0)
-    algo = build_ppo_config(settings).build_algo()
-
-    def run() -> tuple[int, float]:
-        start = time.perf_counter()
-        result = algo.train()
-        return int(result["env_runners"]["num_env_steps_sampled"]), time.perf_counter() - start
-
-    return run, algo
+    algo = build_ppo_config(steady_rl_settings(SEQUENCE, PPO)).build_algo()
+    return timed_iteration(algo), algo
 
 
 class Agent(nn.Module):

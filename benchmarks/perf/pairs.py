@@ -12,6 +12,7 @@ import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_PAIRS = 5
 MIN_PAIRS_FOR_VERDICT = 5
@@ -106,3 +107,32 @@ def start_local_ray() -> None:
         configure_logging=False,
         log_to_driver=False,
     )
+
+
+def steady_rl_settings(sequence: str, ppo: Any, *, method: str = "blip") -> Any:
+    """The continual PPO settings under which the RL benchmarks time training iterations: the
+    sequence's first task, which never ends (no end-of-task step), no evaluation, sampling and
+    learning in the driver, a CPU learner."""
+    from blip_ray.rl.settings import ContinualSettings, RlSettings
+
+    rl = RlSettings(
+        steps_per_task=1_000_000_000,
+        ppo=ppo,
+        eval_episodes=1,
+        eval_interval=0,
+        eval_max_steps=100,
+        num_env_runners=0,
+    )
+    return ContinualSettings(sequence, 1, method, {}, 0, rl, num_gpus_per_learner=0)
+
+
+def timed_iteration(algo: Any) -> Run:
+    """A closure running one training iteration of the RLlib ``algo``: its env steps, seconds."""
+    import time
+
+    def run() -> tuple[int, float]:
+        start = time.perf_counter()
+        result = algo.train()
+        return int(result["env_runners"]["num_env_steps_sampled"]), time.perf_counter() - start
+
+    return run

@@ -36,18 +36,18 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on l
 
 import ray  # noqa: E402
 from pairs import (  # noqa: E402
-    Run,
     interleaved_pairs,
     others_cpu_s,
     parse_pairs,
     print_ratio,
     start_local_ray,
+    steady_rl_settings,
+    timed_iteration,
     verdict,
 )
-from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
 
 from blip_ray.rl.config import build_ppo_config  # noqa: E402
-from blip_ray.rl.settings import ContinualSettings, PpoSettings, RlSettings  # noqa: E402
+from blip_ray.rl.settings import PpoSettings  # noqa: E402
 
 SEQUENCE = "atari6"
 PPO_SETTINGS = PpoSettings(num_envs=8, rollout_length=32, num_epochs=2, num_minibatches=4)
@@ -57,44 +57,13 @@ WARMUP_ITERATIONS = 2
 TARGET = 0.95
 
 
-def settings(method: str) -> ContinualSettings:
-    rl = RlSettings(
-        steps_per_task=10_000_000,  # the task never ends: no end-of-task Fisher while timing
-        ppo=PPO_SETTINGS,
-        eval_episodes=1,
-        eval_interval=0,
-        eval_max_steps=100,
-        num_env_runners=0,
-    )
-    return ContinualSettings(
-        sequence=SEQUENCE,
-        num_tasks=1,
-        method=method,
-        method_hp={},
-        seed=0,
-        rl=rl,
-        num_gpus_per_learner=0,
-    )
-
-
-def timed_iteration(algo: Algorithm) -> Run:
-    """A closure running one training iteration of ``algo``: its env steps and seconds."""
-
-    def run() -> tuple[int, float]:
-        start = time.perf_counter()
-        result = algo.train()
-        return int(result["env_runners"]["num_env_steps_sampled"]), time.perf_counter() - start
-
-    return run
-
-
 def main() -> None:
     pairs = parse_pairs(__doc__.split("\n", 1)[0], "BLIP/plain")
     start = time.perf_counter()
     start_local_ray()
     algos = {
-        "blip": build_ppo_config(settings("blip")).build_algo(),
-        "plain": build_ppo_config(settings("finetune")).build_algo(),
+        side: build_ppo_config(steady_rl_settings(SEQUENCE, PPO_SETTINGS, method=m)).build_algo()
+        for side, m in (("blip", "blip"), ("plain", "finetune"))
     }
     for _ in range(WARMUP_ITERATIONS):  # env start, first allocations and kernel choices
         for algo in algos.values():
