@@ -307,7 +307,7 @@ _register_minatar(
 )
 #: minatar4 without Asterix: every game learned at the 300,000-step budget (single-task PPO at
 #: 5.7x, 6.5x and 84x the random policy, results/minatar4/references/), where Asterix reached
-#: 1.9x; benchmarks/minatar4-asterix-budget.yaml measures what Asterix needs.
+#: 1.9x; alone for 800,000 steps it stays near 3x (benchmarks/minatar4-asterix-budget.yaml).
 _register_minatar(
     "minatar3",
     ("SpaceInvaders", "Breakout", "Freeway"),
