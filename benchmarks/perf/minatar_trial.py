@@ -25,7 +25,6 @@ Run: ``.venv/bin/python benchmarks/perf/minatar_trial.py [--spec S] [--method M]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -39,11 +38,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on l
 import ray  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from pairs import start_local_ray  # noqa: E402
+from pairs import start_local_ray, steady_rl_settings  # noqa: E402
 
 from blip_ray.experiments.specs.experiment import load_spec  # noqa: E402
 from blip_ray.rl.config import build_ppo_config  # noqa: E402
-from blip_ray.rl.settings import ContinualSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WARMUP_ITERATIONS = 2
@@ -62,9 +60,9 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def trial_spec(args: argparse.Namespace, directory: Path) -> tuple[Path, dict]:
+def trial_spec(args: argparse.Namespace, directory: Path) -> Path:
     """The spec cut to ``args.method`` and ``args.seed`` (and the budget), written to
-    ``directory``; its raw ``rl`` block."""
+    ``directory``."""
     raw = yaml.safe_load((ROOT / args.spec).read_text())
     if args.method not in raw["methods"]:
         sys.exit(f"--method {args.method}: not in {args.spec}; pick one of {list(raw['methods'])}")
@@ -76,15 +74,15 @@ def trial_spec(args: argparse.Namespace, directory: Path) -> tuple[Path, dict]:
         raw["rl"]["steps_per_task"] = args.steps_per_task
     path = directory / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return path, raw
+    return path
 
 
-def steady_steps_per_s(path: Path, method: str, seed: int, iterations: int) -> float:
+def steady_steps_per_s(path: Path, method: str, iterations: int) -> float:
     """Env steps per second of training iterations on the first game (no evaluation)."""
     spec = load_spec(path)
-    rl = dataclasses.replace(spec.rl, steps_per_task=1_000_000_000, eval_interval=0)
-    hp = dict(spec.methods[method])
-    settings = ContinualSettings(spec.benchmark, 1, method, hp, seed, rl, num_gpus_per_learner=0)
+    settings = steady_rl_settings(
+        spec.benchmark, spec.rl.ppo, method=method, hp=spec.methods[method]
+    )
     algo = build_ppo_config(settings).build_algo()
     try:
         for _ in range(WARMUP_ITERATIONS):
@@ -122,9 +120,9 @@ def main() -> None:
     args = arguments()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        path, _ = trial_spec(args, Path(tmp))
+        path = trial_spec(args, Path(tmp))
         start_local_ray()
-        steady = steady_steps_per_s(path, args.method, args.seed, args.iterations)
+        steady = steady_steps_per_s(path, args.method, args.iterations)
         ray.shutdown()
         trial = run_trial(path, Path(tmp) / "runs")
     total = trial["time_total_s"]

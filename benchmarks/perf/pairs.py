@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +110,9 @@ def start_local_ray() -> None:
     )
 
 
-def steady_rl_settings(sequence: str, ppo: Any, *, method: str = "blip") -> Any:
+def steady_rl_settings(
+    sequence: str, ppo: Any, *, method: str = "blip", hp: dict[str, Any] | None = None
+) -> Any:
     """The continual PPO settings under which the RL benchmarks time training iterations: the
     sequence's first task, which never ends (no end-of-task step), no evaluation, sampling and
     learning in the driver, a CPU learner."""
@@ -123,12 +126,11 @@ def steady_rl_settings(sequence: str, ppo: Any, *, method: str = "blip") -> Any:
         eval_max_steps=100,
         num_env_runners=0,
     )
-    return ContinualSettings(sequence, 1, method, {}, 0, rl, num_gpus_per_learner=0)
+    return ContinualSettings(sequence, 1, method, dict(hp or {}), 0, rl, num_gpus_per_learner=0)
 
 
 def timed_iteration(algo: Any) -> Run:
     """A closure running one training iteration of the RLlib ``algo``: its env steps, seconds."""
-    import time
 
     def run() -> tuple[int, float]:
         start = time.perf_counter()
